@@ -1,0 +1,74 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"chatserver/internal/protocol"
+)
+
+// Config holds the server's limits. Every field has a default in
+// DefaultConfig; a zero Config is not valid.
+type Config struct {
+	// MaxUsers is how many users may be logged in at once. Connections
+	// that have not logged in do not count.
+	MaxUsers int
+	// MaxConns is how many connections may be open at once, logged in or
+	// not. A connection over it is answered BUSY and closed.
+	MaxConns int
+	// MaxLineBytes is the longest request line, not counting its "\n" and
+	// the single "\r" before it.
+	MaxLineBytes int
+	// LoginTimeout is how long a connection may stay open without
+	// logging in.
+	LoginTimeout time.Duration
+	// MaxPendingBytes caps each connection's outbound queue. A connection
+	// whose queue would grow past it is closed as a slow consumer.
+	MaxPendingBytes int
+	// WriteTimeout is how long one write to a socket may stall before the
+	// connection is closed as a slow consumer.
+	WriteTimeout time.Duration
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented in the README.
+func DefaultConfig() Config {
+	return Config{
+		MaxUsers:        16,
+		MaxConns:        1024,
+		MaxLineBytes:    1 << 20,
+		LoginTimeout:    60 * time.Second,
+		MaxPendingBytes: 4 << 20,
+		WriteTimeout:    10 * time.Second,
+	}
+}
+
+// deliveryOverhead is what a DELIVERY adds to a message: the header, the
+// longest sender name and the separators. MaxPendingBytes must hold the
+// largest reply a single request can cause, one delivery of a maximal line.
+const deliveryOverhead = len("DELIVERY  \n") + protocol.MaxNameBytes
+
+func (c Config) validate() error {
+	var errs []error
+	positive := func(name string, v int) {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, got %d", name, v))
+		}
+	}
+	positive("max users", c.MaxUsers)
+	positive("max conns", c.MaxConns)
+	positive("max line bytes", c.MaxLineBytes)
+	if c.LoginTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("login timeout must be positive, got %v", c.LoginTimeout))
+	}
+	if c.WriteTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("write timeout must be positive, got %v", c.WriteTimeout))
+	}
+	if min := c.MaxLineBytes + deliveryOverhead; c.MaxPendingBytes < min {
+		errs = append(errs, fmt.Errorf("max pending bytes must hold one delivery of a maximal line (at least %d), got %d", min, c.MaxPendingBytes))
+	}
+	return errors.Join(errs...)
+}

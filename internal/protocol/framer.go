@@ -1,0 +1,117 @@
+package protocol
+
+import "bytes"
+
+// keepPartialBytes is the largest buffer a Framer keeps for the next
+// partial line once a long line is done; a bigger one is given back to the
+// garbage collector so an idle connection holds little memory.
+const keepPartialBytes = 4 << 10
+
+// Framer cuts a byte stream into lines and enforces the line-length cap.
+//
+// Each byte is scanned once: complete lines inside a chunk are handed out
+// in place, and only the start of a line whose end has not arrived yet is
+// copied. A line over the cap is reported as soon as it is known to be too
+// long; the rest of it, up to the next "\n", is skipped without being
+// buffered.
+type Framer struct {
+	maxLine  int
+	partial  []byte // the start of a line whose "\n" has not arrived
+	skipping bool   // inside an overlong line that was already reported
+}
+
+// NewFramer returns a Framer for lines of at most maxLine bytes, not
+// counting the "\n" and the single "\r" before it.
+func NewFramer(maxLine int) *Framer {
+	return &Framer{maxLine: maxLine}
+}
+
+// Feed hands the Framer the next bytes of the stream. For each complete
+// line, in order, it calls handle with the line (its "\n" and one "\r"
+// before it removed, valid only during the call) and a nil error; for each
+// line over the cap it calls handle once with a nil line and the error to
+// answer it with (ErrBadBody when the line's header is a known command,
+// else ErrBadHeader). If handle returns false, Feed stops at once and
+// returns false.
+func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) bool {
+	for len(data) > 0 {
+		end := bytes.IndexByte(data, '\n')
+		if f.skipping {
+			if end < 0 {
+				return true
+			}
+			f.skipping = false
+			data = data[end+1:]
+			continue
+		}
+		if end < 0 {
+			// An incomplete line may still lose one trailing "\r", hence +1.
+			if len(f.partial)+len(data) > f.maxLine+1 {
+				err := overlongError(f.partial, data)
+				f.resetPartial()
+				f.skipping = true
+				return handle(nil, err)
+			}
+			f.partial = append(f.partial, data...)
+			return true
+		}
+		seg := data[:end]
+		data = data[end+1:]
+		if !f.handleLine(seg, handle) {
+			return false
+		}
+	}
+	return true
+}
+
+// handleLine completes the buffered partial line with seg, the bytes up to
+// its "\n", and hands it out.
+func (f *Framer) handleLine(seg []byte, handle func([]byte, error) bool) bool {
+	n := len(f.partial) + len(seg)
+	if n > 0 && lastByte(f.partial, seg) == '\r' {
+		n--
+	}
+	if n > f.maxLine {
+		err := overlongError(f.partial, seg)
+		f.resetPartial()
+		return handle(nil, err)
+	}
+	if len(f.partial) == 0 {
+		return handle(seg[:n], nil) // the whole line is in this chunk: no copy
+	}
+	f.partial = append(f.partial, seg...)
+	ok := handle(f.partial[:n], nil)
+	f.resetPartial()
+	return ok
+}
+
+// resetPartial drops the buffered partial line, keeping a small buffer.
+func (f *Framer) resetPartial() {
+	if cap(f.partial) > keepPartialBytes {
+		f.partial = nil
+		return
+	}
+	f.partial = f.partial[:0]
+}
+
+// lastByte returns the last byte of a followed by b; one of them is not
+// empty.
+func lastByte(a, b []byte) byte {
+	if len(b) > 0 {
+		return b[len(b)-1]
+	}
+	return a[len(a)-1]
+}
+
+// overlongError returns the reply to a line too long to parse, judged by
+// its header: the bytes before the first space of a followed by b.
+func overlongError(a, b []byte) error {
+	var head [len("HELLO-FROM") + 1]byte
+	n := copy(head[:], a)
+	n += copy(head[n:], b)
+	header, _, found := bytes.Cut(head[:n], []byte{' '})
+	if found && commandOf(header) != CmdUnknown {
+		return ErrBadBody
+	}
+	return ErrBadHeader
+}

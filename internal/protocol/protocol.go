@@ -1,0 +1,127 @@
+// Package protocol is the chat protocol's wire format: it frames lines,
+// parses requests and replies, checks names and messages, and appends
+// requests and replies to caller-owned buffers.
+//
+// It does no I/O, starts no goroutines and logs nothing. Parsing a request
+// returns slices of the caller's line and allocates nothing, so the server
+// can parse in place on its hot path.
+package protocol
+
+import "bytes"
+
+// Command is a request's header.
+type Command uint8
+
+// The three requests a client may send.
+const (
+	CmdUnknown Command = iota
+	CmdHelloFrom
+	CmdList
+	CmdSend
+)
+
+// String returns the command as it is spelled on the wire.
+func (c Command) String() string {
+	switch c {
+	case CmdHelloFrom:
+		return "HELLO-FROM"
+	case CmdList:
+		return "LIST"
+	case CmdSend:
+		return "SEND"
+	}
+	return "UNKNOWN"
+}
+
+// Request is one parsed request line. Its slices point into the line that
+// was parsed and are valid only as long as that line is.
+type Request struct {
+	Command Command
+	Name    []byte // HELLO-FROM: the name to log in as; SEND: the recipient
+	Message []byte // SEND: the message, byte for byte
+}
+
+// Error is a request that breaks the protocol; Reply is what the server
+// answers to it (ReplyBadHeader or ReplyBadBody).
+type Error struct {
+	Reply ReplyKind
+}
+
+func (e *Error) Error() string { return "protocol: " + e.Reply.String() }
+
+// The two protocol errors. They are shared values, so returning them does
+// not allocate.
+var (
+	ErrBadHeader = &Error{Reply: ReplyBadHeader}
+	ErrBadBody   = &Error{Reply: ReplyBadBody}
+)
+
+// MaxNameBytes is the longest name the protocol allows, in bytes.
+const MaxNameBytes = 64
+
+// Parse parses one request line, given without its "\n" and without the
+// single "\r" that may precede it (Framer removes both).
+//
+// An unknown header returns ErrBadHeader. A known header with a body that
+// breaks the grammar returns the Request with only Command set, and
+// ErrBadBody: the caller checks whether the command is allowed in its
+// state before it reports the body (the protocol's order of checks).
+func Parse(line []byte) (Request, error) {
+	header, body, hasBody := bytes.Cut(line, []byte{' '})
+	req := Request{Command: commandOf(header)}
+	switch req.Command {
+	case CmdHelloFrom:
+		if !hasBody || !ValidName(body) {
+			return req, ErrBadBody
+		}
+		req.Name = body
+	case CmdList:
+		if hasBody {
+			return req, ErrBadBody
+		}
+	case CmdSend:
+		to, msg, hasMsg := bytes.Cut(body, []byte{' '})
+		if !hasBody || !hasMsg || !ValidName(to) || !ValidMessage(msg) {
+			return req, ErrBadBody
+		}
+		req.Name, req.Message = to, msg
+	default:
+		return req, ErrBadHeader
+	}
+	return req, nil
+}
+
+// commandOf maps a header to its command, CmdUnknown if it is none of them.
+// Headers are case-sensitive.
+func commandOf(header []byte) Command {
+	switch string(header) { // the conversion does not allocate in a switch
+	case "HELLO-FROM":
+		return CmdHelloFrom
+	case "LIST":
+		return CmdList
+	case "SEND":
+		return CmdSend
+	}
+	return CmdUnknown
+}
+
+// AppendHelloFrom appends the request "HELLO-FROM <name>\n".
+func AppendHelloFrom(buf []byte, name string) []byte {
+	buf = append(buf, "HELLO-FROM "...)
+	buf = append(buf, name...)
+	return append(buf, '\n')
+}
+
+// AppendList appends the request "LIST\n".
+func AppendList(buf []byte) []byte {
+	return append(buf, "LIST\n"...)
+}
+
+// AppendSend appends the request "SEND <to> <message>\n".
+func AppendSend(buf []byte, to, message string) []byte {
+	buf = append(buf, "SEND "...)
+	buf = append(buf, to...)
+	buf = append(buf, ' ')
+	buf = append(buf, message...)
+	return append(buf, '\n')
+}

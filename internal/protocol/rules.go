@@ -1,0 +1,58 @@
+package protocol
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// ValidName reports whether name is a valid user name: 1 to 64 bytes of
+// valid UTF-8, every character printable and not a space, and none of
+// the characters ! @ # $ % ^ & * and the comma (which separates names in
+// LIST-OK).
+func ValidName(name []byte) bool {
+	if len(name) == 0 || len(name) > MaxNameBytes {
+		return false
+	}
+	for len(name) > 0 {
+		r, size := utf8.DecodeRune(name)
+		if r == utf8.RuneError && size <= 1 {
+			return false // invalid UTF-8
+		}
+		if r == ' ' || !unicode.IsPrint(r) || isReservedInName(r) {
+			return false
+		}
+		name = name[size:]
+	}
+	return true
+}
+
+// isReservedInName reports whether r is one of the characters a name may
+// not hold even though it is printable.
+func isReservedInName(r rune) bool {
+	switch r {
+	case '!', '@', '#', '$', '%', '^', '&', '*', ',':
+		return true
+	}
+	return false
+}
+
+// ValidMessage reports whether msg is a valid message: valid UTF-8 with at
+// least one character that is not white space, and no NUL or "\r" (a
+// message cannot hold a line break, so "\n" never reaches here). TAB and
+// leading or trailing spaces are allowed and kept.
+func ValidMessage(msg []byte) bool {
+	visible := false
+	for len(msg) > 0 {
+		r, size := utf8.DecodeRune(msg)
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return false // invalid UTF-8
+		case r == 0 || r == '\r' || r == '\n':
+			return false
+		case !unicode.IsSpace(r):
+			visible = true
+		}
+		msg = msg[size:]
+	}
+	return visible
+}

@@ -1,0 +1,162 @@
+// Package tests holds black-box tests of the chat server: each starts a
+// real server on 127.0.0.1 and talks to it over TCP, using only the chat
+// package's exported API and the wire.
+package tests
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"chatserver/internal/chat"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// replyTimeout bounds every wait for a reply. Tests synchronise on replies;
+// this only turns a hang into a failure.
+const replyTimeout = 10 * time.Second
+
+// startServer starts a server on 127.0.0.1 with the default config changed
+// by edit (which may be nil), and stops it when the test ends.
+func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
+	t.Helper()
+	cfg := chat.DefaultConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := chat.NewServer(cfg)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return srv, ln.Addr().String()
+}
+
+// wire is a raw client connection that speaks the protocol line by line.
+type wire struct {
+	t    testing.TB
+	conn *net.TCPConn
+	r    *bufio.Reader
+}
+
+func dial(t testing.TB, addr string) *wire {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &wire{t: t, conn: c.(*net.TCPConn), r: bufio.NewReaderSize(c, 1<<16)}
+}
+
+// send writes s as it is: the caller includes the "\n"s.
+func (w *wire) send(s string) {
+	w.t.Helper()
+	if _, err := w.conn.Write([]byte(s)); err != nil {
+		w.t.Fatalf("write: %v", err)
+	}
+}
+
+// line reads one reply line, without its "\n".
+func (w *wire) line() string {
+	w.t.Helper()
+	_ = w.conn.SetReadDeadline(time.Now().Add(replyTimeout))
+	s, err := w.r.ReadString('\n')
+	if err != nil {
+		w.t.Fatalf("read reply: %v (got %q so far)", err, s)
+	}
+	return strings.TrimSuffix(s, "\n")
+}
+
+// expect reads len(want) reply lines and checks each.
+func (w *wire) expect(want ...string) {
+	w.t.Helper()
+	for _, wl := range want {
+		if got := w.line(); got != wl {
+			w.t.Fatalf("reply = %q, want %q", got, wl)
+		}
+	}
+}
+
+// login logs in as name and checks the HELLO.
+func (w *wire) login(name string) *wire {
+	w.t.Helper()
+	w.send("HELLO-FROM " + name + "\n")
+	w.expect("HELLO " + name)
+	return w
+}
+
+// reset closes the connection with a TCP reset instead of a FIN.
+func (w *wire) reset() {
+	_ = w.conn.SetLinger(0)
+	w.conn.Close()
+}
+
+// expectEOF checks that the server closes the connection, after at most
+// the given replies.
+func (w *wire) expectEOF(want ...string) {
+	w.t.Helper()
+	w.expect(want...)
+	_ = w.conn.SetReadDeadline(time.Now().Add(replyTimeout))
+	s, err := w.r.ReadString('\n')
+	if err == nil || (!errors.Is(err, io.EOF) && !isReset(err)) {
+		w.t.Fatalf("read = %q, %v; want the connection closed", s, err)
+	}
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}
+
+// loggedIn logs in a fresh connection as name.
+func loggedIn(t testing.TB, addr, name string) *wire {
+	t.Helper()
+	return dial(t, addr).login(name)
+}
+
+// eventually retries check until it returns true or the reply timeout
+// passes. It is for state the server changes after an event the client
+// cannot observe on its own connection, such as another client's close.
+func eventually(t testing.TB, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(replyTimeout)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHarnessSmoke(t *testing.T) {
+	_, addr := startServer(t, nil)
+	a := loggedIn(t, addr, "alice")
+	a.send("LIST\n")
+	a.expect("LIST-OK alice")
+}
