@@ -74,19 +74,20 @@ func (s *session) run() {
 	s.srv.forget(s)
 }
 
-// end starts ending the connection with reason; only the first call
-// counts. The outbound queue takes nothing more. When the client closed
-// its side, the write loop still sends what is queued (a half-closed
-// client reads its replies); otherwise the socket is closed at once,
-// which stops both loops. Safe from any goroutine.
+// end ends the connection with reason; only the first reason counts. The
+// outbound queue takes nothing more. When the client closed its side, the
+// write loop still sends what is queued (a half-closed client reads its
+// replies, bounded by WriteTimeout); for any other reason the socket is
+// closed at once, which stops both loops. Safe from any goroutine, and
+// more than once: Shutdown's end closes a socket that is still draining.
 func (s *session) end(reason CloseReason) {
 	s.endOnce.Do(func() {
 		s.reason = reason
 		s.out.close()
-		if reason != ReasonClientClosed {
-			s.conn.Close()
-		}
 	})
+	if reason != ReasonClientClosed {
+		s.conn.Close()
+	}
 }
 
 // readLoop reads and handles requests until the connection ends, and
@@ -126,6 +127,12 @@ func readErrorReason(err error) CloseReason {
 // the queue is closed and empty or a write fails.
 func (s *session) writeLoop() {
 	defer close(s.writerDone)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in connection writer", "panic", p, "stack", string(debug.Stack()))
+			s.end(ReasonInternalError)
+		}
+	}()
 	var batch []byte
 	for range s.out.wake {
 		var closed bool
