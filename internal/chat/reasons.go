@@ -1,6 +1,10 @@
 package chat
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"chatserver/internal/protocol"
+)
 
 // CloseReason says why a connection ended. Every connection ends with
 // exactly one, which is logged once and counted in Stats.
@@ -15,10 +19,10 @@ const (
 	ReasonServerShutdown                    // the server is shutting down
 	ReasonConnLimit                         // MaxConns connections were already open
 	ReasonInternalError                     // a bug: a panic in its handler
-	numCloseReasons
+	NumCloseReasons
 )
 
-var reasonNames = [numCloseReasons]string{
+var reasonNames = [NumCloseReasons]string{
 	ReasonClientClosed:   "client_closed",
 	ReasonReset:          "reset",
 	ReasonSlowConsumer:   "slow_consumer",
@@ -28,37 +32,108 @@ var reasonNames = [numCloseReasons]string{
 	ReasonInternalError:  "internal_error",
 }
 
-// String returns the reason's name as it appears in logs.
+// String returns the reason's name as it appears in logs and metrics.
 func (r CloseReason) String() string {
-	if r >= numCloseReasons {
+	if r >= NumCloseReasons {
 		return "unknown"
 	}
 	return reasonNames[r]
 }
 
-// counters are the server's running totals. They are atomics so that the
-// hot path counts without locks.
+// LoginResult is the outcome of a HELLO-FROM sent before login.
+type LoginResult uint8
+
+// The outcomes of a login attempt.
+const (
+	LoginOK      LoginResult = iota // HELLO
+	LoginInUse                      // IN-USE
+	LoginBusy                       // BUSY
+	LoginBadName                    // BAD-RQST-BODY: the name breaks the rules
+	NumLoginResults
+)
+
+var loginResultNames = [NumLoginResults]string{
+	LoginOK:      "ok",
+	LoginInUse:   "in_use",
+	LoginBusy:    "busy",
+	LoginBadName: "bad_name",
+}
+
+// String returns the result's name as it appears in metrics.
+func (r LoginResult) String() string {
+	if r >= NumLoginResults {
+		return "unknown"
+	}
+	return loginResultNames[r]
+}
+
+// counters are the server's running totals, shared by all connections.
+// They are atomics, and the per-message ones are added to once per read
+// batch from a session's tally, so the hot path takes no lock and touches
+// no shared cache line per message.
 type counters struct {
 	connections atomic.Int64 // open now
 	users       atomic.Int64 // logged in now
-	closed      [numCloseReasons]atomic.Uint64
+	closed      [NumCloseReasons]atomic.Uint64
+	logins      [NumLoginResults]atomic.Uint64
+	replies     [protocol.NumReplyKinds]atomic.Uint64
+	delivered   atomic.Uint64 // SEND-OKs: messages queued for a recipient
+	bytesIn     atomic.Uint64
+	bytesOut    atomic.Uint64
+}
+
+// tally is one session's counts since its last flush; only its read loop
+// touches it.
+type tally struct {
+	replies   [protocol.NumReplyKinds]uint64
+	delivered uint64
+	bytesIn   uint64
+}
+
+// add moves t into c and zeroes t.
+func (c *counters) add(t *tally) {
+	for k, n := range t.replies {
+		if n > 0 {
+			c.replies[k].Add(n)
+		}
+	}
+	if t.delivered > 0 {
+		c.delivered.Add(t.delivered)
+	}
+	if t.bytesIn > 0 {
+		c.bytesIn.Add(t.bytesIn)
+	}
+	*t = tally{}
 }
 
 // Stats is a snapshot of the server's counters.
 type Stats struct {
-	Connections int64                  // connections open now
-	Users       int64                  // users logged in now
-	Closed      map[CloseReason]uint64 // connections ended, by reason
+	Connections   int64                          // connections open now
+	Users         int64                          // users logged in now
+	Closed        [NumCloseReasons]uint64        // connections ended, by reason
+	Logins        [NumLoginResults]uint64        // login attempts, by result
+	Replies       [protocol.NumReplyKinds]uint64 // lines sent, by kind (DELIVERY included)
+	Delivered     uint64                         // messages queued for a recipient
+	BytesReceived uint64                         // bytes read from clients
+	BytesSent     uint64                         // bytes written to clients
 }
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		Connections: c.connections.Load(),
-		Users:       c.users.Load(),
-		Closed:      make(map[CloseReason]uint64, numCloseReasons),
+		Connections:   c.connections.Load(),
+		Users:         c.users.Load(),
+		Delivered:     c.delivered.Load(),
+		BytesReceived: c.bytesIn.Load(),
+		BytesSent:     c.bytesOut.Load(),
 	}
-	for r := range c.closed {
-		s.Closed[CloseReason(r)] = c.closed[r].Load()
+	for i := range c.closed {
+		s.Closed[i] = c.closed[i].Load()
+	}
+	for i := range c.logins {
+		s.Logins[i] = c.logins[i].Load()
+	}
+	for i := range c.replies {
+		s.Replies[i] = c.replies[i].Load()
 	}
 	return s
 }

@@ -111,6 +111,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.closing = true
+	users := srv.counters.users.Load()
 	listeners := make([]net.Listener, 0, len(srv.listeners))
 	for ln := range srv.listeners {
 		listeners = append(listeners, ln)
@@ -134,7 +135,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		srv.log.Info("shutdown complete", "connections_closed", len(sessions))
+		srv.log.Info("shutdown complete", "connections_closed", len(sessions), "users_logged_out", users)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("shutdown: %w", ctx.Err())
@@ -201,7 +202,10 @@ func (srv *Server) reject(conn net.Conn, log *slog.Logger) {
 	defer srv.wg.Done()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(rejectTimeout))
-	if _, err := conn.Write(protocol.AppendReply(nil, protocol.ReplyBusy)); err == nil {
+	n, err := conn.Write(protocol.AppendReply(nil, protocol.ReplyBusy))
+	srv.counters.bytesOut.Add(uint64(n))
+	if err == nil {
+		srv.counters.replies[protocol.ReplyBusy].Add(1)
 		if tcp, ok := conn.(*net.TCPConn); ok {
 			_ = tcp.CloseWrite()
 			var discard [512]byte

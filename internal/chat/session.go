@@ -35,6 +35,7 @@ type session struct {
 	handleLine func(line []byte, err error) bool // s.handle, bound once
 	name       string                            // "" until logged in
 	replies    []byte                            // replies not yet queued
+	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
 
 	endOnce    sync.Once
@@ -65,6 +66,7 @@ func (s *session) run() {
 	go s.writeLoop()
 
 	reason := s.readLoop()
+	s.srv.counters.add(&s.tally)
 	if s.name != "" {
 		s.logout()
 	}
@@ -103,6 +105,7 @@ func (s *session) readLoop() (reason CloseReason) {
 	for {
 		n, err := s.conn.Read(buf)
 		if n > 0 {
+			s.tally.bytesIn += uint64(n)
 			if !s.framer.Feed(buf[:n], s.handleLine) || !s.flushReplies() {
 				return s.stop
 			}
@@ -139,7 +142,9 @@ func (s *session) writeLoop() {
 		batch, closed = s.out.take(batch)
 		if len(batch) > 0 {
 			_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
-			if _, err := s.conn.Write(batch); err != nil {
+			n, err := s.conn.Write(batch)
+			s.srv.counters.bytesOut.Add(uint64(n))
+			if err != nil {
 				s.end(writeErrorReason(err))
 				return
 			}
@@ -167,7 +172,7 @@ func (s *session) handle(line []byte, err error) bool {
 		err = s.dispatch(line)
 	}
 	if perr, ok := err.(*protocol.Error); ok {
-		s.replies = protocol.AppendReply(s.replies, perr.Reply)
+		s.reply(perr.Reply)
 	}
 	if len(s.replies) >= flushRepliesBytes {
 		return s.flushReplies()
@@ -188,6 +193,9 @@ func (s *session) dispatch(line []byte) error {
 		// HELLO-FROM is the only request before login, and not allowed after.
 		return protocol.ErrBadHeader
 	case err != nil:
+		if req.Command == protocol.CmdHelloFrom {
+			s.srv.counters.logins[LoginBadName].Add(1)
+		}
 		return err
 	}
 	switch req.Command {
@@ -195,6 +203,7 @@ func (s *session) dispatch(line []byte) error {
 		s.login(req.Name)
 	case protocol.CmdList:
 		s.replies = protocol.AppendListOK(s.replies, s.srv.users.names(nil))
+		s.tally.replies[protocol.ReplyListOK]++
 	case protocol.CmdSend:
 		s.send(req.Name, req.Message)
 	}
@@ -204,14 +213,18 @@ func (s *session) dispatch(line []byte) error {
 func (s *session) login(name []byte) {
 	claimed, err := s.srv.users.login(name, s)
 	if err != nil {
-		s.replies = protocol.AppendReply(s.replies, loginReply(err))
+		result, reply := loginOutcome(err)
+		s.srv.counters.logins[result].Add(1)
+		s.reply(reply)
 		return
 	}
 	s.name = claimed
+	s.srv.counters.logins[LoginOK].Add(1)
 	s.srv.counters.users.Add(1)
 	_ = s.conn.SetReadDeadline(time.Time{}) // no idle timeout once logged in
 	s.log.Info("login", "user", s.name)
 	s.replies = protocol.AppendHello(s.replies, s.name)
+	s.tally.replies[protocol.ReplyHello]++
 }
 
 // logout frees the session's name. The read loop calls it as soon as it
@@ -223,12 +236,12 @@ func (s *session) logout() {
 	}
 }
 
-// loginReply is the one place a failed login becomes a wire reply.
-func loginReply(err error) protocol.ReplyKind {
+// loginOutcome is the one place a failed login becomes a wire reply.
+func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 	if errors.Is(err, ErrNameTaken) {
-		return protocol.ReplyInUse
+		return LoginInUse, protocol.ReplyInUse
 	}
-	return protocol.ReplyBusy
+	return LoginBusy, protocol.ReplyBusy
 }
 
 // send queues a DELIVERY on the recipient, then a SEND-OK for the sender.
@@ -236,29 +249,38 @@ func loginReply(err error) protocol.ReplyKind {
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
 	to := s.srv.users.lookup(toName)
-	if to == s {
+	res := closed
+	switch to {
+	case nil:
+	case s:
 		// Our own replies are queued in order, so the DELIVERY goes with them.
 		s.replies = protocol.AppendDelivery(s.replies, s.name, message)
-		s.replies = protocol.AppendReply(s.replies, protocol.ReplySendOK)
-		return
-	}
-	res := closed
-	if to != nil {
+		res = pushed
+	default:
 		res = to.out.pushDelivery(s.name, message)
 	}
 	switch res {
 	case pushed:
-		s.replies = protocol.AppendReply(s.replies, protocol.ReplySendOK)
+		s.tally.replies[protocol.ReplyDelivery]++
+		s.tally.delivered++
+		s.reply(protocol.ReplySendOK)
 		return
 	case overflow:
 		to.log.Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
 		to.end(ReasonSlowConsumer)
 	}
-	s.replies = protocol.AppendReply(s.replies, protocol.ReplyBadDestUser)
+	s.reply(protocol.ReplyBadDestUser)
+}
+
+// reply appends a reply without a body and counts it.
+func (s *session) reply(k protocol.ReplyKind) {
+	s.replies = protocol.AppendReply(s.replies, k)
+	s.tally.replies[k]++
 }
 
 // flushReplies queues the replies gathered so far on our own connection.
 func (s *session) flushReplies() bool {
+	s.srv.counters.add(&s.tally)
 	res := s.out.push(s.replies)
 	s.replies = s.replies[:0]
 	if cap(s.replies) > keepOutboxBytes {
