@@ -45,8 +45,7 @@ func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) boo
 			continue
 		}
 		if end < 0 {
-			// An incomplete line may still lose one trailing "\r", hence +1.
-			if len(f.partial)+len(data) > f.maxLine+1 {
+			if f.knownOverlong(data) {
 				err := overlongError(f.partial, data)
 				f.resetPartial()
 				f.skipping = true
@@ -62,6 +61,22 @@ func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) boo
 		}
 	}
 	return true
+}
+
+// knownOverlong reports whether the line that starts with the buffered
+// partial line followed by data, whose "\n" has not arrived, is already sure
+// to be over the cap, and its header is settled so that the reply does not
+// depend on how the stream was cut. data is not empty.
+func (f *Framer) knownOverlong(data []byte) bool {
+	n := len(f.partial) + len(data)
+	// The line may still lose one "\r" right before its "\n".
+	if n <= f.maxLine || n == f.maxLine+1 && data[len(data)-1] == '\r' {
+		return false
+	}
+	// Only a cap below the longest header gets here with fewer bytes than
+	// overlongError looks at; wait for them or for the first space.
+	return n >= headerPrefixLen ||
+		bytes.IndexByte(f.partial, ' ') >= 0 || bytes.IndexByte(data, ' ') >= 0
 }
 
 // handleLine completes the buffered partial line with seg, the bytes up to
@@ -103,10 +118,14 @@ func lastByte(a, b []byte) byte {
 	return a[len(a)-1]
 }
 
+// headerPrefixLen is the length of the longest header and the space after
+// it: the bytes that tell a known header from an unknown one.
+const headerPrefixLen = len("HELLO-FROM ")
+
 // overlongError returns the reply to a line too long to parse, judged by
 // its header: the bytes before the first space of a followed by b.
 func overlongError(a, b []byte) error {
-	var head [len("HELLO-FROM") + 1]byte
+	var head [headerPrefixLen]byte
 	n := copy(head[:], a)
 	n += copy(head[n:], b)
 	header, _, found := bytes.Cut(head[:n], []byte{' '})

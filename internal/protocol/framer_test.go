@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,6 +16,8 @@ type event struct {
 	line  string
 	err   error
 }
+
+func (e event) String() string { return fmt.Sprintf("{%d %q %v}", e.chunk, e.line, e.err) }
 
 // feedAll feeds chunks to f in order and records every handler call.
 func feedAll(f *protocol.Framer, chunks [][]byte) []event {
@@ -190,7 +193,7 @@ func TestFramer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := feedAll(protocol.NewFramer(tc.maxLine), tc.chunks)
 			if !slices.Equal(got, tc.want) {
-				t.Errorf("events:\n got %q\nwant %q", got, tc.want)
+				t.Errorf("events:\n got %v\nwant %v", got, tc.want)
 			}
 		})
 	}
@@ -205,12 +208,12 @@ func TestFramerHandleStops(t *testing.T) {
 	}{
 		{"on a line", chunks("a\nb\nc\n", "d\n"), "b", []event{{0, "a", nil}, {0, "b", nil}, {1, "d", nil}}},
 		{"on a buffered line", chunks("a\nb", "\nc\n", "d\n"), "b", []event{{0, "a", nil}, {1, "b", nil}, {2, "d", nil}}},
-		{"on a long line with LF", chunks("a\n"+strings.Repeat("x", 9)+"\nc\n", "d\n"), "", []event{{0, "a", nil}, {0, "", protocol.ErrBadHeader}, {1, "d", nil}}},
-		{"on a long line without LF", chunks("a\n"+strings.Repeat("x", 10), "\nc\n"), "", []event{{0, "a", nil}, {0, "", protocol.ErrBadHeader}, {1, "c", nil}}},
+		{"on a long line with LF", chunks("a\n"+strings.Repeat("x", 20)+"\nc\n", "d\n"), "", []event{{0, "a", nil}, {0, "", protocol.ErrBadHeader}, {1, "d", nil}}},
+		{"on a long line without LF", chunks("a\n"+strings.Repeat("x", 20), "\nc\n"), "", []event{{0, "a", nil}, {0, "", protocol.ErrBadHeader}, {1, "c", nil}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := protocol.NewFramer(8)
+			f := protocol.NewFramer(16)
 			var got []event
 			for i, c := range tc.chunks {
 				stopped := false
@@ -224,7 +227,7 @@ func TestFramerHandleStops(t *testing.T) {
 				}
 			}
 			if !slices.Equal(got, tc.want) {
-				t.Errorf("events:\n got %q\nwant %q", got, tc.want)
+				t.Errorf("events:\n got %v\nwant %v", got, tc.want)
 			}
 		})
 	}
@@ -257,7 +260,7 @@ func TestFramerOverlongLineMemory(t *testing.T) {
 
 	want := []event{{0, "", protocol.ErrBadBody}, {0, "LIST", nil}}
 	if !slices.Equal(events, want) {
-		t.Errorf("events:\n got %q\nwant %q", events, want)
+		t.Errorf("events:\n got %v\nwant %v", events, want)
 	}
 	if n := after.TotalAlloc - before.TotalAlloc; n > limit {
 		t.Errorf("feeding a %d-byte line allocated %d bytes, want at most %d", lineBytes, n, limit)
