@@ -30,6 +30,10 @@ type Config struct {
 	// WriteTimeout is how long one write to a socket may stall before the
 	// connection is closed as a slow consumer.
 	WriteTimeout time.Duration
+	// NoEventLoop serves plain TCP with two goroutines per connection, as
+	// for TLS, instead of event loops. Slower and bigger; for comparison
+	// and for platforms without epoll.
+	NoEventLoop bool
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }

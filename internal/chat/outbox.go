@@ -8,18 +8,19 @@ import (
 
 // keepOutboxBytes is the largest buffer an outbox keeps once it is
 // drained; a bigger one is dropped so an idle connection stays small.
-const keepOutboxBytes = 16 << 10
+const keepOutboxBytes = 4 << 10
 
-// outbox is a connection's outbound queue: bytes waiting for its write
-// loop. Any goroutine may add to it; adding never blocks on the socket.
-// The queue is bounded by limit bytes.
+// outbox is a connection's outbound queue: bytes waiting for its link to
+// write them. Any goroutine may add to it; adding never blocks on the
+// socket. The bytes queued plus the batch being written are bounded by
+// limit; whoever adds must wake the link after a push.
 type outbox struct {
 	limit int
-	wake  chan struct{} // holds a token while there may be bytes to write
 
-	mu      sync.Mutex
-	pending []byte // guarded by mu
-	closed  bool   // guarded by mu; once set, nothing more is queued
+	mu       sync.Mutex
+	pending  []byte // guarded by mu
+	inflight int    // guarded by mu: bytes taken by the link, not yet all written
+	closed   bool   // guarded by mu; once set, nothing more is queued
 }
 
 // pushResult is what happened to bytes handed to an outbox.
@@ -32,22 +33,16 @@ const (
 )
 
 func newOutbox(limit int) *outbox {
-	return &outbox{limit: limit, wake: make(chan struct{}, 1)}
+	return &outbox{limit: limit}
 }
 
 // push queues b.
 func (o *outbox) push(b []byte) pushResult {
-	if len(b) == 0 {
-		return pushed
-	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	res := o.reserveLocked(len(b))
 	if res == pushed {
 		o.pending = append(o.pending, b...)
-	}
-	o.mu.Unlock()
-	if res == pushed {
-		o.wakeWriter()
 	}
 	return res
 }
@@ -57,13 +52,10 @@ func (o *outbox) push(b []byte) pushResult {
 func (o *outbox) pushDelivery(from string, message []byte) pushResult {
 	n := len("DELIVERY  \n") + len(from) + len(message)
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	res := o.reserveLocked(n)
 	if res == pushed {
 		o.pending = protocol.AppendDelivery(o.pending, from, message)
-	}
-	o.mu.Unlock()
-	if res == pushed {
-		o.wakeWriter()
 	}
 	return res
 }
@@ -72,18 +64,10 @@ func (o *outbox) reserveLocked(n int) pushResult {
 	switch {
 	case o.closed:
 		return closed
-	case len(o.pending)+n > o.limit:
+	case o.inflight+len(o.pending)+n > o.limit:
 		return overflow
 	}
 	return pushed
-}
-
-// wakeWriter makes sure the write loop looks at the queue again.
-func (o *outbox) wakeWriter() {
-	select {
-	case o.wake <- struct{}{}:
-	default: // a wake-up is already pending
-	}
 }
 
 // close stops the queue from taking more bytes; what it holds can still be
@@ -92,12 +76,12 @@ func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
 	o.mu.Unlock()
-	o.wakeWriter()
 }
 
-// take swaps the queued bytes for spare (emptied) and returns them, and
-// whether the queue is closed. The write loop owns both buffers between
-// calls.
+// take hands the link everything queued, in exchange for spare: the
+// previous batch, which the link has fully written by now. It also reports
+// whether the queue is closed. A batch counts against the limit until the
+// next take, so a link takes again until it gets an empty batch.
 func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
 	if cap(spare) > keepOutboxBytes {
 		spare = nil
@@ -105,5 +89,7 @@ func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch, o.pending = o.pending, spare[:0]
+	o.inflight = len(batch)
 	return batch, o.closed
 }
+

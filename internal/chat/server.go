@@ -1,16 +1,19 @@
 // Package chat is the chat server: it accepts connections, runs a session
 // for each, and keeps the registry of logged-in users.
 //
-// Goroutines: Serve runs an accept loop per listener. Each connection has
-// a read loop (its own goroutine: owns the socket's read side, the line
-// framer and the session's login state) and a write loop (owns the write
-// side). Other sessions hand a session bytes through its outbound queue
-// and never block on it: a queue that would overflow ends that session as
-// a slow consumer. Server.wg counts the connection goroutines; Shutdown
-// waits for them.
+// Goroutines. A session is carried by a link. On Linux, plain TCP
+// listeners are served by event loops (poller: one goroutine per CPU,
+// each waiting in epoll for many connections), so an idle connection costs
+// no goroutine and no read buffer. Any other listener (TLS, say) is served
+// with two goroutines per connection (connLink): a read loop and a write
+// loop. Either way, a session's requests are handled by one goroutine at a
+// time, and other sessions hand it bytes through its outbound queue
+// (outbox) and never block on it: a queue that would overflow ends that
+// session as a slow consumer. Server.wg counts live connections; Shutdown
+// waits for them. Serve waits for its own goroutines.
 //
-// Lock order: Server.mu, registry.mu, outbox.mu. No I/O, channel send or
-// call into another package happens under any of them.
+// Lock order: Server.mu, registry.mu, outbox.mu, loop.mu. No I/O or
+// channel send happens under any of them.
 package chat
 
 import (
@@ -19,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +42,10 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
+// keepAlive finds peers that vanished without a FIN or RST within about
+// two minutes.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 15 * time.Second, Count: 4}
+
 // Server is a chat server. Create it with NewServer, start it with Serve,
 // stop it with Shutdown.
 type Server struct {
@@ -46,7 +54,8 @@ type Server struct {
 	users    *registry
 	counters counters
 	nextID   atomic.Uint64
-	wg       sync.WaitGroup // connection goroutines
+	wg       sync.WaitGroup // live connections
+	done     chan struct{}  // closed when Shutdown begins
 
 	// testHookLine, if set, is called with every line before it is
 	// handled; tests use it to inject faults.
@@ -72,19 +81,25 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       log,
 		users:     newRegistry(cfg.MaxUsers),
+		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 	}, nil
 }
 
 // Serve accepts connections on ln until Shutdown, and then returns
-// ErrServerClosed. A failed accept is retried after a growing pause; only
-// a listener closed by someone else stops Serve with another error.
+// ErrServerClosed. A plain TCP listener is served by event loops where
+// the platform has them. A failed accept is retried after a growing
+// pause; only a listener closed by someone else stops Serve with another
+// error.
 func (srv *Server) Serve(ln net.Listener) error {
 	if !srv.track(ln) {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
+	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
+		return srv.servePolled(tcp)
+	}
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -95,22 +110,52 @@ func (srv *Server) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("accept: %w", err)
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
+			backoff = nextBackoff(backoff)
 			srv.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
 		}
 		backoff = 0
-		srv.admit(conn)
+		srv.serveConn(conn)
 	}
 }
 
-// Shutdown stops the listeners, ends every connection and waits for their
-// goroutines until ctx is done. It returns ctx's error if they did not
-// finish in time.
+// nextBackoff doubles the pause after a failed accept, within bounds.
+func nextBackoff(d time.Duration) time.Duration {
+	return min(max(2*d, 5*time.Millisecond), maxAcceptBackoff)
+}
+
+// serveConn starts a connLink for conn, or turns conn away.
+func (srv *Server) serveConn(conn net.Conn) {
+	s := srv.newSession(remoteAddr(conn.RemoteAddr()))
+	l := newConnLink(s, conn)
+	switch srv.admit(s) {
+	case admitted:
+		go l.serve()
+	case overLimit:
+		srv.wg.Add(1)
+		go srv.reject(conn, s)
+	case shuttingDown:
+		conn.Close()
+	}
+}
+
+func remoteAddr(a net.Addr) netip.AddrPort {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// Shutdown stops the listeners, ends every connection and waits for them
+// until ctx is done. It returns ctx's error if they did not finish in
+// time.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
-	srv.closing = true
+	if !srv.closing {
+		srv.closing = true
+		close(srv.done)
+	}
 	users := srv.counters.users.Load()
 	listeners := make([]net.Listener, 0, len(srv.listeners))
 	for ln := range srv.listeners {
@@ -147,6 +192,13 @@ func (srv *Server) Stats() Stats {
 	return srv.counters.snapshot()
 }
 
+// Closing reports whether Shutdown has begun, after which the server
+// accepts no more connections; a health check turns it into 503 so a load
+// balancer stops sending clients while the server drains.
+func (srv *Server) Closing() bool {
+	return srv.isClosing()
+}
+
 func (srv *Server) track(ln net.Listener) bool {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -169,55 +221,70 @@ func (srv *Server) isClosing() bool {
 	return srv.closing
 }
 
-// admit starts a session for conn, or turns it away when the server is
-// closing or already has MaxConns connections.
-func (srv *Server) admit(conn net.Conn) {
-	log := srv.log.With("conn", srv.nextID.Add(1), "remote", conn.RemoteAddr().String())
+func (srv *Server) newSession(remote netip.AddrPort) *session {
+	return newSession(srv, srv.nextID.Add(1), remote)
+}
+
+// admission is the server's answer to a new connection.
+type admission uint8
+
+const (
+	admitted     admission = iota
+	overLimit              // MaxConns connections are open: tell it BUSY
+	shuttingDown           // close it
+)
+
+// admit counts s as a live connection unless the server is shutting down
+// or full. An admitted session's link must call s.finish when it ends.
+func (srv *Server) admit(s *session) admission {
 	srv.mu.Lock()
 	switch {
 	case srv.closing:
 		srv.mu.Unlock()
-		conn.Close()
-		return
+		return shuttingDown
 	case len(srv.sessions) >= srv.cfg.MaxConns:
-		srv.wg.Add(1)
 		srv.mu.Unlock()
-		go srv.reject(conn, log)
-		return
+		return overLimit
 	}
-	s := newSession(srv, conn, log)
 	srv.sessions[s] = struct{}{}
 	srv.wg.Add(1)
 	srv.mu.Unlock()
 
 	srv.counters.connections.Add(1)
-	log.Info("connection opened")
-	go s.run()
+	s.log().Info("connection opened")
+	return admitted
 }
+
+// busyReply is what a connection over MaxConns is told.
+var busyReply = protocol.AppendReply(nil, protocol.ReplyBusy)
 
 // reject tells a connection over MaxConns BUSY and closes it. It closes
 // its write side first and waits briefly for the client's EOF, so the
 // client reads BUSY instead of a reset.
-func (srv *Server) reject(conn net.Conn, log *slog.Logger) {
+func (srv *Server) reject(conn net.Conn, s *session) {
 	defer srv.wg.Done()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(rejectTimeout))
-	n, err := conn.Write(protocol.AppendReply(nil, protocol.ReplyBusy))
-	srv.counters.bytesOut.Add(uint64(n))
-	if err == nil {
-		srv.counters.replies[protocol.ReplyBusy].Add(1)
-		if tcp, ok := conn.(*net.TCPConn); ok {
-			_ = tcp.CloseWrite()
-			var discard [512]byte
-			for {
-				if _, err := tcp.Read(discard[:]); err != nil {
-					break
-				}
-			}
+	n, err := conn.Write(busyReply)
+	if tcp, ok := conn.(*net.TCPConn); ok && err == nil {
+		_ = tcp.CloseWrite()
+		var discard [512]byte
+		for err == nil {
+			_, err = tcp.Read(discard[:])
 		}
 	}
+	srv.rejected(s, n)
+}
+
+// rejected counts and logs a connection turned away over MaxConns, which
+// was sent n bytes of BUSY.
+func (srv *Server) rejected(s *session, n int) {
+	srv.counters.bytesOut.Add(uint64(n))
+	if n == len(busyReply) {
+		srv.counters.replies[protocol.ReplyBusy].Add(1)
+	}
 	srv.counters.closed[ReasonConnLimit].Add(1)
-	log.Info("connection refused", "reason", ReasonConnLimit, "max_conns", srv.cfg.MaxConns)
+	s.log().Info("connection refused", "reason", ReasonConnLimit, "max_conns", srv.cfg.MaxConns)
 }
 
 // forget is the last step of a session: it is no longer counted or
@@ -228,6 +295,6 @@ func (srv *Server) forget(s *session) {
 	srv.mu.Unlock()
 	srv.counters.connections.Add(-1)
 	srv.counters.closed[s.reason].Add(1)
-	s.log.Info("connection closed", "reason", s.reason)
+	s.log().Info("connection closed", "reason", s.reason)
 	srv.wg.Done()
 }

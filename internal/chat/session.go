@@ -2,35 +2,30 @@ package chat
 
 import (
 	"errors"
-	"io"
 	"log/slog"
-	"net"
-	"os"
+	"net/netip"
 	"runtime/debug"
 	"sync"
-	"time"
 
 	"chatserver/internal/protocol"
 )
 
-const (
-	// readBufferBytes is how much one read asks the kernel for: many
-	// pipelined requests are parsed per read.
-	readBufferBytes = 16 << 10
-	// flushRepliesBytes is how many reply bytes a read loop gathers before
-	// it queues them, even in the middle of a chunk, so that a chunk of
-	// LIST requests cannot build an unbounded batch.
-	flushRepliesBytes = 64 << 10
-)
+// flushRepliesBytes is how many reply bytes a session gathers before it
+// queues them, even in the middle of a chunk, so that a chunk of LIST
+// requests cannot build an unbounded batch.
+const flushRepliesBytes = 64 << 10
 
-// session is one client connection.
+// session is the protocol state of one client connection, whichever
+// transport carries it.
 type session struct {
-	srv  *Server
-	conn net.Conn
-	log  *slog.Logger
-	out  *outbox // filled by anyone, drained by the write loop
+	srv    *Server
+	id     uint64
+	remote netip.AddrPort
+	out    *outbox // filled by anyone, drained by the link
+	link   link    // set once, before the first byte is received
 
-	// Owned by the read loop.
+	// Owned by the reading side: the goroutine or event loop that calls
+	// receive.
 	framer     *protocol.Framer
 	handleLine func(line []byte, err error) bool // s.handle, bound once
 	name       string                            // "" until logged in
@@ -38,128 +33,81 @@ type session struct {
 	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
 
-	endOnce    sync.Once
-	reason     CloseReason   // set once by end; read after both loops exit
-	writerDone chan struct{} // closed when the write loop has returned
+	endOnce sync.Once
+	reason  CloseReason // set once by end; read by finish
 }
 
-func newSession(srv *Server, conn net.Conn, log *slog.Logger) *session {
+// link is what carries a session's bytes: a goroutine pair for any
+// net.Conn (connLink), or an event loop for plain TCP on Linux (pollConn).
+type link interface {
+	// wake says the outbox has bytes to write. Called from any goroutine;
+	// never blocks.
+	wake()
+	// shut stops the connection. Graceful (the client closed its side)
+	// writes what is queued first, bounded by WriteTimeout; otherwise the
+	// socket closes at once. Called from any goroutine, maybe more than
+	// once.
+	shut(graceful bool)
+	// loggedIn lifts the login timeout.
+	loggedIn()
+}
+
+func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 	s := &session{
-		srv:        srv,
-		conn:       conn,
-		log:        log,
-		out:        newOutbox(srv.cfg.MaxPendingBytes),
-		framer:     protocol.NewFramer(srv.cfg.MaxLineBytes),
-		writerDone: make(chan struct{}),
+		srv:    srv,
+		id:     id,
+		remote: remote,
+		out:    newOutbox(srv.cfg.MaxPendingBytes),
+		framer: protocol.NewFramer(srv.cfg.MaxLineBytes),
 	}
 	s.handleLine = s.handle
 	return s
 }
 
-// run serves the connection until it ends, then cleans up after it.
-func (s *session) run() {
-	if tcp, ok := s.conn.(*net.TCPConn); ok {
-		// Finds peers that vanished without a FIN or RST.
-		_ = tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 15 * time.Second, Count: 4})
-	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.LoginTimeout))
-	go s.writeLoop()
+// log returns the session's logger. It is built per call, not stored:
+// logging is rare and an idle connection should stay small.
+func (s *session) log() *slog.Logger {
+	return s.srv.log.With("conn", s.id, "remote", s.remote.String())
+}
 
-	reason := s.readLoop()
+// receive handles the next bytes read from the client and queues the
+// replies. It returns false when the session must end, with the reason in
+// s.stop. A panic while handling ends only this session.
+func (s *session) receive(data []byte) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log().Error("panic in connection handler", "panic", p, "stack", string(debug.Stack()))
+			s.stop, ok = ReasonInternalError, false
+		}
+	}()
+	s.tally.bytesIn += uint64(len(data))
+	return s.framer.Feed(data, s.handleLine) && s.flushReplies()
+}
+
+// readEnded is called once the reading side is done, with why. The name is
+// freed at once; what is queued may still be written (see link.shut).
+func (s *session) readEnded(reason CloseReason) {
 	s.srv.counters.add(&s.tally)
 	if s.name != "" {
 		s.logout()
 	}
 	s.end(reason)
-	<-s.writerDone
-	s.conn.Close()
-	s.srv.forget(s)
 }
 
 // end ends the connection with reason; only the first reason counts. The
-// outbound queue takes nothing more. When the client closed its side, the
-// write loop still sends what is queued (a half-closed client reads its
-// replies, bounded by WriteTimeout); for any other reason the socket is
-// closed at once, which stops both loops. Safe from any goroutine, and
-// more than once: Shutdown's end closes a socket that is still draining.
+// outbound queue takes nothing more. Safe from any goroutine, and more than
+// once: Shutdown's end closes a socket that is still draining.
 func (s *session) end(reason CloseReason) {
 	s.endOnce.Do(func() {
 		s.reason = reason
 		s.out.close()
 	})
-	if reason != ReasonClientClosed {
-		s.conn.Close()
-	}
+	s.link.shut(reason == ReasonClientClosed)
 }
 
-// readLoop reads and handles requests until the connection ends, and
-// returns why it ended. A panic while handling ends only this connection.
-func (s *session) readLoop() (reason CloseReason) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("panic in connection handler", "panic", p, "stack", string(debug.Stack()))
-			reason = ReasonInternalError
-		}
-	}()
-	buf := make([]byte, readBufferBytes)
-	for {
-		n, err := s.conn.Read(buf)
-		if n > 0 {
-			s.tally.bytesIn += uint64(n)
-			if !s.framer.Feed(buf[:n], s.handleLine) || !s.flushReplies() {
-				return s.stop
-			}
-		}
-		if err != nil {
-			return readErrorReason(err)
-		}
-	}
-}
-
-func readErrorReason(err error) CloseReason {
-	switch {
-	case errors.Is(err, io.EOF):
-		return ReasonClientClosed
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return ReasonLoginTimeout // the only read deadline is the login's
-	}
-	return ReasonReset
-}
-
-// writeLoop writes whatever is queued, in as few writes as it can, until
-// the queue is closed and empty or a write fails.
-func (s *session) writeLoop() {
-	defer close(s.writerDone)
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("panic in connection writer", "panic", p, "stack", string(debug.Stack()))
-			s.end(ReasonInternalError)
-		}
-	}()
-	var batch []byte
-	for range s.out.wake {
-		var closed bool
-		batch, closed = s.out.take(batch)
-		if len(batch) > 0 {
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
-			n, err := s.conn.Write(batch)
-			s.srv.counters.bytesOut.Add(uint64(n))
-			if err != nil {
-				s.end(writeErrorReason(err))
-				return
-			}
-		}
-		if closed {
-			return
-		}
-	}
-}
-
-func writeErrorReason(err error) CloseReason {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return ReasonSlowConsumer
-	}
-	return ReasonReset
+// finish is the link's last call, once both its sides are done.
+func (s *session) finish() {
+	s.srv.forget(s)
 }
 
 // handle answers one line, or one line that was too long (err). It returns
@@ -221,18 +169,18 @@ func (s *session) login(name []byte) {
 	s.name = claimed
 	s.srv.counters.logins[LoginOK].Add(1)
 	s.srv.counters.users.Add(1)
-	_ = s.conn.SetReadDeadline(time.Time{}) // no idle timeout once logged in
-	s.log.Info("login", "user", s.name)
+	s.link.loggedIn() // no idle timeout once logged in
+	s.log().Info("login", "user", s.name)
 	s.replies = protocol.AppendHello(s.replies, s.name)
 	s.tally.replies[protocol.ReplyHello]++
 }
 
-// logout frees the session's name. The read loop calls it as soon as it
-// stops, so the name is free again with no delay.
+// logout frees the session's name. The reading side calls it as soon as
+// it stops, so the name is free again with no delay.
 func (s *session) logout() {
 	if s.srv.users.logout(s.name, s) {
 		s.srv.counters.users.Add(-1)
-		s.log.Info("logout", "user", s.name)
+		s.log().Info("logout", "user", s.name)
 	}
 }
 
@@ -258,6 +206,9 @@ func (s *session) send(toName, message []byte) {
 		res = pushed
 	default:
 		res = to.out.pushDelivery(s.name, message)
+		if res == pushed {
+			to.link.wake()
+		}
 	}
 	switch res {
 	case pushed:
@@ -266,7 +217,7 @@ func (s *session) send(toName, message []byte) {
 		s.reply(protocol.ReplySendOK)
 		return
 	case overflow:
-		to.log.Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
+		to.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
 		to.end(ReasonSlowConsumer)
 	}
 	s.reply(protocol.ReplyBadDestUser)
@@ -281,14 +232,19 @@ func (s *session) reply(k protocol.ReplyKind) {
 // flushReplies queues the replies gathered so far on our own connection.
 func (s *session) flushReplies() bool {
 	s.srv.counters.add(&s.tally)
+	if len(s.replies) == 0 {
+		return true
+	}
 	res := s.out.push(s.replies)
 	s.replies = s.replies[:0]
 	if cap(s.replies) > keepOutboxBytes {
 		s.replies = nil
 	}
 	switch res {
+	case pushed:
+		s.link.wake()
 	case overflow:
-		s.log.Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
+		s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
 		s.stop = ReasonSlowConsumer
 		return false
 	case closed:
