@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"chatserver/internal/protocol"
@@ -56,23 +57,26 @@ func DefaultConfig() Config {
 const deliveryOverhead = len("DELIVERY  \n") + protocol.MaxNameBytes
 
 func (c Config) validate() error {
-	var errs []error
+	var errs []string
 	positive := func(name string, v int) {
 		if v < 1 {
-			errs = append(errs, fmt.Errorf("%s must be at least 1, got %d", name, v))
+			errs = append(errs, fmt.Sprintf("%s must be at least 1, got %d", name, v))
 		}
 	}
 	positive("max users", c.MaxUsers)
 	positive("max conns", c.MaxConns)
 	positive("max line bytes", c.MaxLineBytes)
 	if c.LoginTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("login timeout must be positive, got %v", c.LoginTimeout))
+		errs = append(errs, fmt.Sprintf("login timeout must be positive, got %v", c.LoginTimeout))
 	}
 	if c.WriteTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("write timeout must be positive, got %v", c.WriteTimeout))
+		errs = append(errs, fmt.Sprintf("write timeout must be positive, got %v", c.WriteTimeout))
 	}
 	if min := c.MaxLineBytes + deliveryOverhead; c.MaxPendingBytes < min {
-		errs = append(errs, fmt.Errorf("max pending bytes must hold one delivery of a maximal line (at least %d), got %d", min, c.MaxPendingBytes))
+		errs = append(errs, fmt.Sprintf("max pending bytes must hold one delivery of a maximal line (at least %d), got %d", min, c.MaxPendingBytes))
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "; ")) // one line, for the command line
 }

@@ -92,4 +92,3 @@ func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
 	o.inflight = len(batch)
 	return batch, o.closed
 }
-
