@@ -153,10 +153,3 @@ func eventually(t testing.TB, what string, check func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-func TestHarnessSmoke(t *testing.T) {
-	_, addr := startServer(t, nil)
-	a := loggedIn(t, addr, "alice")
-	a.send("LIST\n")
-	a.expect("LIST-OK alice")
-}
