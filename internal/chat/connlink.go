@@ -19,12 +19,13 @@ const readBufferBytes = 16 << 10
 type connLink struct {
 	sess       *session
 	conn       net.Conn
+	raw        net.Conn // the socket under conn (under TLS, say), closed to end at once
 	wakeup     chan struct{} // holds a token while there may be bytes to write
 	writerDone chan struct{} // closed when the write loop has returned
 }
 
 func newConnLink(s *session, conn net.Conn) *connLink {
-	l := &connLink{sess: s, conn: conn, wakeup: make(chan struct{}, 1), writerDone: make(chan struct{})}
+	l := &connLink{sess: s, conn: conn, raw: rawConn(conn), wakeup: make(chan struct{}, 1), writerDone: make(chan struct{})}
 	s.link = l
 	return l
 }
@@ -38,9 +39,21 @@ func (l *connLink) wake() {
 
 func (l *connLink) shut(graceful bool) {
 	l.wake() // the write loop sees the closed outbox: it drains it, or fails
-	if !graceful {
-		l.conn.Close()
+	if graceful {
+		_ = l.conn.SetReadDeadline(time.Now()) // stop the read loop, if it still runs
+		return
 	}
+	// Not conn.Close: closing a TLS conn writes an alert, which could block
+	// the sender that ends a slow consumer.
+	l.raw.Close()
+}
+
+// rawConn returns the socket under a wrapping conn such as *tls.Conn.
+func rawConn(conn net.Conn) net.Conn {
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		return w.NetConn()
+	}
+	return conn
 }
 
 func (l *connLink) loggedIn() {
@@ -49,7 +62,7 @@ func (l *connLink) loggedIn() {
 
 // serve runs the connection until it ends, then cleans up after it.
 func (l *connLink) serve() {
-	if tcp, ok := l.conn.(*net.TCPConn); ok {
+	if tcp, ok := l.raw.(*net.TCPConn); ok {
 		_ = tcp.SetKeepAliveConfig(keepAlive)
 	}
 	_ = l.conn.SetReadDeadline(time.Now().Add(l.sess.srv.cfg.LoginTimeout))

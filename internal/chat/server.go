@@ -37,6 +37,9 @@ const (
 	// rejectTimeout bounds how long a connection over MaxConns may take
 	// to be told BUSY.
 	rejectTimeout = time.Second
+	// shutdownDrain is how long Shutdown lets connections write what is
+	// queued before it closes them.
+	shutdownDrain = time.Second
 	// maxAcceptBackoff caps the pause after a failed accept (for example
 	// when the process is out of file descriptors).
 	maxAcceptBackoff = time.Second
@@ -147,9 +150,10 @@ func remoteAddr(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// Shutdown stops the listeners, ends every connection and waits for them
-// until ctx is done. It returns ctx's error if they did not finish in
-// time.
+// Shutdown stops the listeners and ends every connection: each first
+// writes what is queued for it, for at most shutdownDrain, then its socket
+// is closed. It waits for the connections until ctx is done, and returns
+// ctx's error if they did not finish in time.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	if !srv.closing {
@@ -178,6 +182,16 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.wg.Wait()
 		close(done)
 	}()
+	drained := time.NewTimer(shutdownDrain)
+	defer drained.Stop()
+	select {
+	case <-done:
+	case <-drained.C:
+		for _, s := range sessions {
+			s.link.shut(false)
+		}
+	case <-ctx.Done():
+	}
 	select {
 	case <-done:
 		srv.log.Info("shutdown complete", "connections_closed", len(sessions), "users_logged_out", users)
@@ -266,7 +280,7 @@ func (srv *Server) reject(conn net.Conn, s *session) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(rejectTimeout))
 	n, err := conn.Write(busyReply)
-	if tcp, ok := conn.(*net.TCPConn); ok && err == nil {
+	if tcp, ok := rawConn(conn).(*net.TCPConn); ok && err == nil {
 		_ = tcp.CloseWrite()
 		var discard [512]byte
 		for err == nil {

@@ -43,10 +43,9 @@ type link interface {
 	// wake says the outbox has bytes to write. Called from any goroutine;
 	// never blocks.
 	wake()
-	// shut stops the connection. Graceful (the client closed its side)
-	// writes what is queued first, bounded by WriteTimeout; otherwise the
-	// socket closes at once. Called from any goroutine, maybe more than
-	// once.
+	// shut stops the connection. Graceful stops reading and writes what
+	// is queued first, bounded by WriteTimeout; otherwise the socket
+	// closes at once. Called from any goroutine, maybe more than once.
 	shut(graceful bool)
 	// loggedIn lifts the login timeout.
 	loggedIn()
@@ -96,13 +95,16 @@ func (s *session) readEnded(reason CloseReason) {
 
 // end ends the connection with reason; only the first reason counts. The
 // outbound queue takes nothing more. Safe from any goroutine, and more than
-// once: Shutdown's end closes a socket that is still draining.
+// once: Shutdown ends a connection gracefully, then at once if it is still
+// draining after shutdownDrain.
 func (s *session) end(reason CloseReason) {
 	s.endOnce.Do(func() {
 		s.reason = reason
 		s.out.close()
 	})
-	s.link.shut(reason == ReasonClientClosed)
+	// On these two what is queued is still written, so that no message
+	// acknowledged with SEND-OK is lost to a recipient that reads.
+	s.link.shut(reason == ReasonClientClosed || reason == ReasonServerShutdown)
 }
 
 // finish is the link's last call, once both its sides are done.
