@@ -6,25 +6,33 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"chatserver/internal/certs"
 	"chatserver/internal/chat"
+	"chatserver/internal/metrics"
 )
 
-// shutdownTimeout bounds how long the server waits for its connections to
-// end after SIGINT or SIGTERM.
-const shutdownTimeout = 5 * time.Second
+const (
+	// shutdownTimeout bounds how long the server waits for its connections
+	// to end after SIGINT or SIGTERM.
+	shutdownTimeout = 5 * time.Second
+	// readHeaderTimeout stops a scraper that never finishes its request
+	// from holding a metrics connection open.
+	readHeaderTimeout = 10 * time.Second
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -39,101 +47,173 @@ func main() {
 	}
 }
 
-// options are the command line's values.
-type options struct {
-	address  string
-	port     int
-	logLevel slog.Level
-	chat     chat.Config
-}
-
-// run starts the server and serves until ctx is cancelled.
+// run starts the server and serves until ctx is cancelled. SIGHUP rereads
+// the TLS certificate.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
 	}
-	opts.chat.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	log := newLogger(stderr, opts.logFormat, opts.logLevel)
+	opts.chat.Logger = log
 	srv, err := chat.NewServer(opts.chat)
 	if err != nil {
 		return err
 	}
-	addr := net.JoinHostPort(opts.address, strconv.Itoa(opts.port))
-	ln, err := net.Listen("tcp", addr)
+	var cert *certs.Reloadable
+	if opts.tls() {
+		if cert, err = certs.Load(opts.tlsCert, opts.tlsKey); err != nil {
+			return err
+		}
+		logCertificate(log, "tls certificate loaded", cert)
+	}
+	lns, err := listen(opts)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", addr, errors.Unwrap(err))
+		return err
 	}
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	fmt.Fprintf(stdout, "Server is on %s\n", net.JoinHostPort(opts.address, port))
+	defer lns.close() // Shutdown closes them too; a second Close is harmless
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return err // the listener failed on its own
-	case <-ctx.Done():
+	// Registered before the listeners are announced, so a SIGHUP sent by
+	// anyone who has seen them cannot kill the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	fmt.Fprintf(stdout, "Server is on %s\n", announced(opts.address, lns.plain))
+
+	// Each listener is served by one goroutine that reports on done; run
+	// waits for all of them before it returns.
+	done := make(chan error, 3)
+	running := 0
+	serve := func(f func() error) {
+		running++
+		go func() { done <- f() }()
 	}
+	serve(func() error { return srv.Serve(lns.plain) })
+	if lns.tls != nil {
+		fmt.Fprintf(stdout, "TLS server is on %s\n", announced(opts.address, lns.tls))
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}
+		// The same server: TLS users and plain users share one registry.
+		serve(func() error { return srv.Serve(tls.NewListener(lns.tls, cfg)) })
+	}
+	var web *http.Server
+	if lns.metrics != nil {
+		web = &http.Server{
+			Handler:           metrics.NewHandler(srv, log),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		log.Info("metrics listening", "address", lns.metrics.Addr().String())
+		serve(func() error { return fmt.Errorf("metrics: %w", web.Serve(lns.metrics)) })
+	}
+
+	var failed error // a listener that failed on its own
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case failed = <-done:
+			running--
+			break wait
+		case <-hup:
+			reload(log, cert)
+		}
+	}
+
+	// The chat server drains first; the metrics listener stays up
+	// meanwhile, so /healthz answers 503 and a last scrape still works.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return err
+	errs := []error{failed, srv.Shutdown(shutdownCtx)}
+	if web != nil {
+		if err := web.Shutdown(shutdownCtx); err != nil {
+			web.Close()
+			errs = append(errs, fmt.Errorf("metrics: %w", err))
+		}
 	}
-	if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
-		return err
+	for range running {
+		if err := <-done; !errors.Is(err, chat.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// parseFlags reads the command line. -h prints the usage to stdout and
-// returns flag.ErrHelp; a bad flag returns one error line.
-func parseFlags(args []string, stdout io.Writer) (options, error) {
-	opts := options{address: "0.0.0.0", port: 5378, chat: chat.DefaultConfig()}
-	fs := flag.NewFlagSet("chat-server", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are returned, usage is printed on -h only
-	c := &opts.chat
-	for _, name := range []string{"a", "address"} {
-		fs.StringVar(&opts.address, name, opts.address, "address to listen on")
-	}
-	for _, name := range []string{"p", "port"} {
-		fs.IntVar(&opts.port, name, opts.port, "TCP port to listen on (0: any free port)")
-	}
-	fs.IntVar(&c.MaxUsers, "max-users", c.MaxUsers, "users logged in at once")
-	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open connections at once, logged in or not")
-	fs.IntVar(&c.MaxLineBytes, "max-line-bytes", c.MaxLineBytes, "longest request line in bytes")
-	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "time a connection has to log in")
-	fs.IntVar(&c.MaxPendingBytes, "max-pending-bytes", c.MaxPendingBytes, "outbound queue per connection in bytes; a client over it is a slow consumer")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest stall of one socket write before the client is a slow consumer")
-	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
-
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(fs, stdout)
-		}
-		return opts, err
-	}
-	if fs.NArg() > 0 {
-		return opts, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
-	}
-	if opts.port < 0 || opts.port > 65535 {
-		return opts, fmt.Errorf("port must be between 0 and 65535, got %d", opts.port)
-	}
-	return opts, nil
+// listeners are the process's sockets; nil ones were not asked for.
+type listeners struct {
+	plain, tls, metrics net.Listener
 }
 
-// printUsage lists every flag with its default, short and long names
-// together.
-func printUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintln(w, "Usage: chat-server [flags]")
-	fmt.Fprintln(w, "\nFlags:")
-	short := map[string]string{"address": "a", "port": "p"}
-	fs.VisitAll(func(f *flag.Flag) {
-		if len(f.Name) == 1 {
-			return // listed with its long name
+// listen opens every listener before anything is served, so a busy port
+// is one error line and never a half-started server.
+func listen(opts options) (*listeners, error) {
+	lns := &listeners{}
+	var err error
+	if lns.plain, err = listenTCP("", net.JoinHostPort(opts.address, strconv.Itoa(opts.port))); err != nil {
+		return nil, err
+	}
+	if opts.tls() {
+		if lns.tls, err = listenTCP(" for TLS", net.JoinHostPort(opts.address, strconv.Itoa(int(opts.tlsPort)))); err != nil {
+			lns.close()
+			return nil, err
 		}
-		names := "--" + f.Name
-		if s, ok := short[f.Name]; ok {
-			names = "-" + s + ", " + names
+	}
+	if opts.metricsAddress != "" {
+		if lns.metrics, err = listenTCP(" for metrics", opts.metricsAddress); err != nil {
+			lns.close()
+			return nil, err
 		}
-		fmt.Fprintf(w, "  %-22s %s (default %s)\n", names, f.Usage, strings.TrimSpace(f.DefValue))
-	})
+	}
+	return lns, nil
+}
+
+func (lns *listeners) close() {
+	for _, ln := range []net.Listener{lns.plain, lns.tls, lns.metrics} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// listenTCP listens on addr; its error says what the listener is for and
+// drops net's repetition of the address.
+func listenTCP(what, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("cannot listen%s on %s: %w", what, addr, err)
+	}
+	return ln, nil
+}
+
+// announced is the address printed on stdout: the host as given (the
+// course's tools expect 0.0.0.0, not [::]) with the port actually bound.
+func announced(host string, ln net.Listener) string {
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return net.JoinHostPort(host, port)
+}
+
+// reload rereads the TLS certificate on SIGHUP. Open connections keep
+// their session; new handshakes get the new certificate. A failed reload
+// keeps the old certificate, so a botched renewal is an error line, not an
+// outage.
+func reload(log *slog.Logger, cert *certs.Reloadable) {
+	if cert == nil {
+		log.Info("SIGHUP: no TLS certificate to reload")
+		return
+	}
+	if err := cert.Reload(); err != nil {
+		log.Error("tls certificate reload failed; keeping the old one", "err", err)
+		return
+	}
+	logCertificate(log, "tls certificate reloaded", cert)
+}
+
+func logCertificate(log *slog.Logger, msg string, cert *certs.Reloadable) {
+	leaf := cert.Certificate().Leaf
+	log.Info(msg, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC())
 }

@@ -40,6 +40,12 @@ func (r CloseReason) String() string {
 	return reasonNames[r]
 }
 
+// MarshalText returns the reason's name, so JSON logs (slog's
+// JSONHandler) show "slow_consumer" rather than a number.
+func (r CloseReason) MarshalText() ([]byte, error) {
+	return []byte(r.String()), nil
+}
+
 // LoginResult is the outcome of a HELLO-FROM sent before login.
 type LoginResult uint8
 
@@ -65,6 +71,11 @@ func (r LoginResult) String() string {
 		return "unknown"
 	}
 	return loginResultNames[r]
+}
+
+// MarshalText returns the result's name, as for CloseReason.
+func (r LoginResult) MarshalText() ([]byte, error) {
+	return []byte(r.String()), nil
 }
 
 // counters are the server's running totals, shared by all connections.

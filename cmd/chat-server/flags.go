@@ -1,0 +1,163 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"chatserver/internal/chat"
+)
+
+// options are the command line's values: the chat server's limits, and
+// the listeners and logging the process puts around it.
+type options struct {
+	address        string
+	port           int
+	tlsPort        optionalPort // portOff: no TLS listener
+	tlsCert        string
+	tlsKey         string
+	metricsAddress string // "": no metrics listener
+	logLevel       slog.Level
+	logFormat      logFormat
+	chat           chat.Config
+}
+
+// parseFlags reads the command line. -h prints the usage to stdout and
+// returns flag.ErrHelp; a bad flag returns one error line.
+func parseFlags(args []string, stdout io.Writer) (options, error) {
+	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, logFormat: "text", chat: chat.DefaultConfig()}
+	fs := flag.NewFlagSet("chat-server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage is printed on -h only
+	c := &opts.chat
+	for _, name := range []string{"a", "address"} {
+		fs.StringVar(&opts.address, name, opts.address, "address to listen on")
+	}
+	for _, name := range []string{"p", "port"} {
+		fs.IntVar(&opts.port, name, opts.port, "TCP port to listen on (0: any free port)")
+	}
+	fs.IntVar(&c.MaxUsers, "max-users", c.MaxUsers, "users logged in at once")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open connections at once, logged in or not")
+	fs.IntVar(&c.MaxLineBytes, "max-line-bytes", c.MaxLineBytes, "longest request line in bytes")
+	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "time a connection has to log in")
+	fs.IntVar(&c.MaxPendingBytes, "max-pending-bytes", c.MaxPendingBytes, "outbound queue per connection in bytes; a client over it is a slow consumer")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest stall of one socket write before the client is a slow consumer")
+	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
+	fs.TextVar(&opts.logFormat, "log-format", opts.logFormat, "log format: text or json")
+	fs.TextVar(&opts.tlsPort, "tls-port", opts.tlsPort, "TLS port on the same address, same protocol and users (0: any free port); needs --tls-cert and --tls-key")
+	fs.StringVar(&opts.tlsCert, "tls-cert", opts.tlsCert, "PEM certificate file (chain) for --tls-port; reread on SIGHUP")
+	fs.StringVar(&opts.tlsKey, "tls-key", opts.tlsKey, "PEM private key file for --tls-cert; reread on SIGHUP")
+	fs.StringVar(&opts.metricsAddress, "metrics-address", opts.metricsAddress, "host:port for HTTP /metrics (Prometheus) and /healthz")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, stdout)
+		}
+		return opts, err
+	}
+	if fs.NArg() > 0 {
+		return opts, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
+	}
+	return opts, opts.validate()
+}
+
+// validate checks what no single flag can: ranges and flags that need
+// each other. chat.NewServer checks the limits.
+func (o *options) validate() error {
+	if err := checkPort("port", o.port); err != nil {
+		return err
+	}
+	if !o.tls() {
+		if o.tlsCert != "" || o.tlsKey != "" {
+			return errors.New("--tls-cert and --tls-key need --tls-port")
+		}
+		return nil
+	}
+	if o.tlsCert == "" || o.tlsKey == "" {
+		return errors.New("--tls-port needs --tls-cert and --tls-key")
+	}
+	return checkPort("tls port", int(o.tlsPort))
+}
+
+// tls reports whether a TLS listener was asked for.
+func (o *options) tls() bool {
+	return o.tlsPort != portOff
+}
+
+func checkPort(name string, port int) error {
+	if port < 0 || port > 65535 {
+		return fmt.Errorf("%s must be between 0 and 65535, got %d", name, port)
+	}
+	return nil
+}
+
+// optionalPort is a port number or portOff, which -h shows as "off"
+// rather than a magic number.
+type optionalPort int
+
+const portOff optionalPort = -1
+
+func (p optionalPort) MarshalText() ([]byte, error) {
+	if p == portOff {
+		return []byte("off"), nil
+	}
+	return strconv.AppendInt(nil, int64(p), 10), nil
+}
+
+func (p *optionalPort) UnmarshalText(b []byte) error {
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return errors.New("not a port number")
+	}
+	*p = optionalPort(n)
+	return nil
+}
+
+// logFormat is --log-format: "text" (slog's key=value) or "json" (one
+// object per line, for log shippers).
+type logFormat string
+
+func (f logFormat) MarshalText() ([]byte, error) { return []byte(f), nil }
+
+func (f *logFormat) UnmarshalText(b []byte) error {
+	switch s := logFormat(b); s {
+	case "text", "json":
+		*f = s
+		return nil
+	}
+	return errors.New("must be text or json")
+}
+
+// newLogger returns the process's logger, writing to w.
+func newLogger(w io.Writer, format logFormat, level slog.Level) *slog.Logger {
+	o := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// printUsage lists every flag with its default, short and long names
+// together.
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "Usage: chat-server [flags]")
+	fmt.Fprintln(w, "\nFlags:")
+	short := map[string]string{"address": "a", "port": "p"}
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Name) == 1 {
+			return // listed with its long name
+		}
+		names := "--" + f.Name
+		if s, ok := short[f.Name]; ok {
+			names = "-" + s + ", " + names
+		}
+		def := strings.TrimSpace(f.DefValue)
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "  %-22s %s (default %s)\n", names, f.Usage, def)
+	})
+}

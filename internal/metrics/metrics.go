@@ -1,0 +1,121 @@
+// Package metrics exports a chat server's counters to Prometheus and
+// answers health checks.
+//
+// Nothing here runs per message: the chat server already keeps its
+// totals in atomics (chat.Server.Stats), and the collector turns one
+// snapshot of them into constant metrics when Prometheus scrapes.
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"chatserver/internal/chat"
+	"chatserver/internal/protocol"
+)
+
+// collector reads a chat server's Stats at scrape time.
+type collector struct {
+	srv *chat.Server
+
+	connections *prometheus.Desc
+	users       *prometheus.Desc
+	logins      *prometheus.Desc
+	delivered   *prometheus.Desc
+	bytesIn     *prometheus.Desc
+	bytesOut    *prometheus.Desc
+	replies     *prometheus.Desc
+	closed      *prometheus.Desc
+}
+
+// NewCollector returns a collector of srv's counters, named chat_*.
+func NewCollector(srv *chat.Server) prometheus.Collector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("chat_"+name, help, labels, nil)
+	}
+	return &collector{
+		srv:         srv,
+		connections: desc("connections", "Connections open now, logged in or not."),
+		users:       desc("users_logged_in", "Users logged in now."),
+		logins:      desc("logins_total", "Login attempts (HELLO-FROM before login with a header the server accepts), by result.", "result"),
+		delivered:   desc("messages_delivered_total", "Messages queued for their recipient (each SEND answered SEND-OK)."),
+		bytesIn:     desc("bytes_received_total", "Bytes read from clients (for TLS, after decryption)."),
+		bytesOut:    desc("bytes_sent_total", "Bytes written to clients (for TLS, before encryption)."),
+		replies:     desc("replies_total", "Lines sent to clients, by reply; DELIVERY counts pushed messages.", "reply"),
+		closed:      desc("connections_closed_total", "Connections ended, by close reason.", "reason"),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.connections, c.users, c.logins, c.delivered, c.bytesIn, c.bytesOut, c.replies, c.closed} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, label ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, label...)
+	}
+	metric(c.connections, prometheus.GaugeValue, float64(st.Connections))
+	metric(c.users, prometheus.GaugeValue, float64(st.Users))
+	metric(c.delivered, prometheus.CounterValue, float64(st.Delivered))
+	metric(c.bytesIn, prometheus.CounterValue, float64(st.BytesReceived))
+	metric(c.bytesOut, prometheus.CounterValue, float64(st.BytesSent))
+	for r := range chat.NumLoginResults {
+		metric(c.logins, prometheus.CounterValue, float64(st.Logins[r]), r.String())
+	}
+	// Every kind but ReplyUnknown, which the server never sends.
+	for k := protocol.ReplyUnknown + 1; k < protocol.NumReplyKinds; k++ {
+		metric(c.replies, prometheus.CounterValue, float64(st.Replies[k]), k.String())
+	}
+	for r := range chat.NumCloseReasons {
+		metric(c.closed, prometheus.CounterValue, float64(st.Closed[r]), r.String())
+	}
+}
+
+// NewHandler returns the operations endpoint of srv:
+//
+//	GET /metrics  srv's counters plus Go runtime and process metrics, in
+//	              the Prometheus text format
+//	GET /healthz  200 while srv accepts connections, 503 once Shutdown
+//	              has begun
+//
+// The metrics live in a registry of their own, not the global one, so two
+// servers in one process (as in tests) do not collide. Collection errors
+// are logged to log and the metrics that could be gathered are served.
+func NewHandler(srv *chat.Server, log *slog.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		NewCollector(srv),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      errorLog{log},
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if srv.Closing() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "shutting down")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// errorLog adapts a slog.Logger to promhttp's Logger.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Println(v ...any) {
+	l.log.Warn("metrics: collection failed", "err", fmt.Sprint(v...))
+}

@@ -1,0 +1,365 @@
+package metrics_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
+
+	"chatserver/internal/chat"
+	"chatserver/internal/metrics"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// timeout bounds every wait; tests synchronise on replies and this only
+// turns a hang into a failure.
+const timeout = 10 * time.Second
+
+// startServer runs a chat server on 127.0.0.1 and its metrics handler
+// on a real HTTP server. The chat server is shut down when the test ends
+// unless the test did it already.
+func startServer(t *testing.T, edit func(*chat.Config)) (srv *chat.Server, addr, metricsURL string) {
+	t.Helper()
+	cfg := chat.DefaultConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := chat.NewServer(cfg)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	web := httptest.NewServer(metrics.NewHandler(srv, slog.New(slog.DiscardHandler)))
+	t.Cleanup(func() {
+		web.Close()
+		shutdown(t, srv)
+		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed", err)
+		}
+	})
+	return srv, ln.Addr().String(), web.URL
+}
+
+func shutdown(t *testing.T, srv *chat.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// client is a raw protocol connection that counts the bytes it moves, so
+// a test knows exactly what the server must have counted.
+type client struct {
+	t       *testing.T
+	conn    *net.TCPConn
+	r       *bufio.Reader
+	read    int // bytes read from the socket
+	written int // bytes written to the socket
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &client{t: t, conn: conn.(*net.TCPConn)}
+	c.r = bufio.NewReader(readerFunc(func(p []byte) (int, error) {
+		n, err := c.conn.Read(p)
+		c.read += n
+		return n, err
+	}))
+	return c
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// do sends one request line and returns the next line the server sends.
+func (c *client) do(request string) string {
+	c.t.Helper()
+	c.send(request)
+	return c.line()
+}
+
+func (c *client) send(request string) {
+	c.t.Helper()
+	n, err := c.conn.Write([]byte(request + "\n"))
+	c.written += n
+	if err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *client) line() string {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+	s, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v (got %q)", err, s)
+	}
+	return strings.TrimSuffix(s, "\n")
+}
+
+func (c *client) expect(request string, want string) {
+	c.t.Helper()
+	if got := c.do(request); got != want {
+		c.t.Fatalf("%q: reply %q, want %q", request, got, want)
+	}
+}
+
+// drain reads whatever the server still sends until it closes the
+// connection.
+func (c *client) drain() {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+	if _, err := io.Copy(io.Discard, c.r); err != nil {
+		c.t.Fatalf("drain: %v", err)
+	}
+}
+
+// quit closes the client's side and reads the rest: the server answers
+// a half-closed client in full, then ends it as client_closed.
+func (c *client) quit() {
+	c.t.Helper()
+	if err := c.conn.CloseWrite(); err != nil {
+		c.t.Fatalf("close write: %v", err)
+	}
+	c.drain()
+}
+
+// scrape fetches /metrics and parses it.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return families
+}
+
+// samples flattens the chat_ families into "name" or "name{label=value}"
+// keys; each chat metric has at most one label.
+func samples(families map[string]*dto.MetricFamily) map[string]float64 {
+	out := make(map[string]float64)
+	for name, f := range families {
+		if !strings.HasPrefix(name, "chat_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			key := name
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			switch {
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func TestMetricsAfterAScriptedSession(t *testing.T) {
+	const maxLine = 64 << 10
+	srv, addr, url := startServer(t, func(c *chat.Config) {
+		c.MaxUsers = 2
+		c.MaxLineBytes = maxLine
+		c.MaxPendingBytes = maxLine + 128 // one big delivery fits, two do not
+	})
+
+	alice, bob, carol := dial(t, addr), dial(t, addr), dial(t, addr)
+	alice.expect("HELLO-FROM alice", "HELLO alice")
+	bob.expect("HELLO-FROM bob", "HELLO bob")
+	carol.expect("HELLO-FROM alice", "IN-USE")
+	carol.expect("HELLO-FROM carol", "BUSY")
+	carol.expect("HELLO-FROM a,b", "BAD-RQST-BODY")
+	carol.expect("WHO", "BAD-RQST-HDR")
+
+	alice.expect("SEND bob hi", "SEND-OK")
+	if got := bob.do("SEND alice yo"); got != "DELIVERY alice hi" {
+		t.Fatalf("bob got %q, want the DELIVERY", got)
+	}
+	if got := bob.line(); got != "SEND-OK" {
+		t.Fatalf("bob got %q, want SEND-OK", got)
+	}
+	if got := alice.line(); got != "DELIVERY bob yo" {
+		t.Fatalf("alice got %q, want the DELIVERY", got)
+	}
+	alice.expect("SEND nobody x", "BAD-DEST-USER")
+	alice.expect("LIST", "LIST-OK alice,bob")
+
+	// Bob stops reading; alice floods him until his queue overflows and
+	// he is disconnected, which she sees as BAD-DEST-USER.
+	big := "SEND bob " + strings.Repeat("m", maxLine-len("SEND bob "))
+	flooded := 0
+	for {
+		reply := alice.do(big)
+		if reply == "BAD-DEST-USER" {
+			break
+		}
+		if reply != "SEND-OK" {
+			t.Fatalf("flood: reply %q", reply)
+		}
+		flooded++
+		if flooded > 10000 {
+			t.Fatal("bob was never disconnected as a slow consumer")
+		}
+	}
+	bob.drain() // what the server wrote before closing him still arrives
+
+	alice.quit()
+	carol.quit()
+	// The server counts a connection's last bytes before it stops counting
+	// the connection, so once none is open every total is final.
+	deadline := time.Now().Add(timeout)
+	for srv.Stats().Connections != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("connections still open: %+v", srv.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	clients := []*client{alice, bob, carol}
+	var read, written int
+	for _, c := range clients {
+		read += c.read
+		written += c.written
+	}
+	sends := float64(2 + flooded)
+	want := map[string]float64{
+		"chat_connections":                                      0,
+		"chat_users_logged_in":                                  0,
+		"chat_logins_total{result=ok}":                          2,
+		"chat_logins_total{result=in_use}":                      1,
+		"chat_logins_total{result=busy}":                        1,
+		"chat_logins_total{result=bad_name}":                    1,
+		"chat_messages_delivered_total":                         sends,
+		"chat_bytes_received_total":                             float64(written),
+		"chat_bytes_sent_total":                                 float64(read),
+		"chat_replies_total{reply=HELLO}":                       2,
+		"chat_replies_total{reply=IN-USE}":                      1,
+		"chat_replies_total{reply=BUSY}":                        1,
+		"chat_replies_total{reply=LIST-OK}":                     1,
+		"chat_replies_total{reply=SEND-OK}":                     sends,
+		"chat_replies_total{reply=BAD-DEST-USER}":               2,
+		"chat_replies_total{reply=DELIVERY}":                    sends,
+		"chat_replies_total{reply=BAD-RQST-HDR}":                1,
+		"chat_replies_total{reply=BAD-RQST-BODY}":               1,
+		"chat_connections_closed_total{reason=client_closed}":   2,
+		"chat_connections_closed_total{reason=reset}":           0,
+		"chat_connections_closed_total{reason=slow_consumer}":   1,
+		"chat_connections_closed_total{reason=login_timeout}":   0,
+		"chat_connections_closed_total{reason=server_shutdown}": 0,
+		"chat_connections_closed_total{reason=conn_limit}":      0,
+		"chat_connections_closed_total{reason=internal_error}":  0,
+	}
+	families := scrape(t, url)
+	got := samples(families)
+	for k, w := range want {
+		if g, ok := got[k]; !ok {
+			t.Errorf("%s missing", k)
+		} else if g != w {
+			t.Errorf("%s = %v, want %v", k, g, w)
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected sample %s = %v", k, g)
+		}
+	}
+	for name, typ := range map[string]dto.MetricType{
+		"chat_connections":              dto.MetricType_GAUGE,
+		"chat_users_logged_in":          dto.MetricType_GAUGE,
+		"chat_logins_total":             dto.MetricType_COUNTER,
+		"chat_replies_total":            dto.MetricType_COUNTER,
+		"chat_connections_closed_total": dto.MetricType_COUNTER,
+		"chat_messages_delivered_total": dto.MetricType_COUNTER,
+		"go_goroutines":                 dto.MetricType_GAUGE,
+		"process_open_fds":              dto.MetricType_GAUGE,
+		"process_cpu_seconds_total":     dto.MetricType_COUNTER,
+	} {
+		if f, ok := families[name]; !ok {
+			t.Errorf("family %s missing", name)
+		} else if f.GetType() != typ {
+			t.Errorf("family %s has type %v, want %v", name, f.GetType(), typ)
+		}
+	}
+	t.Logf("flooded %d deliveries before the slow consumer was cut off", flooded)
+}
+
+func TestGaugesFollowLiveConnections(t *testing.T) {
+	_, addr, url := startServer(t, nil)
+	a := dial(t, addr)
+	a.expect("HELLO-FROM alice", "HELLO alice")
+	dial(t, addr).expect("LIST", "BAD-RQST-HDR") // open, not logged in
+	got := samples(scrape(t, url))
+	if got["chat_connections"] != 2 || got["chat_users_logged_in"] != 1 {
+		t.Errorf("connections = %v, users = %v; want 2 and 1", got["chat_connections"], got["chat_users_logged_in"])
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	srv, addr, url := startServer(t, nil)
+	health := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			t.Fatalf("GET /healthz: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	if code, body := health(); code != http.StatusOK || body != "ok" {
+		t.Errorf("serving: /healthz = %d %q, want 200 ok", code, body)
+	}
+
+	// The handler outlives the chat server's shutdown, as in the binary,
+	// where it is stopped last: a load balancer sees 503 while clients
+	// drain.
+	dial(t, addr).expect("HELLO-FROM alice", "HELLO alice")
+	shutdown(t, srv)
+	if code, body := health(); code != http.StatusServiceUnavailable || body != "shutting down" {
+		t.Errorf("after Shutdown: /healthz = %d %q, want 503 shutting down", code, body)
+	}
+	got := samples(scrape(t, url))
+	if got["chat_connections_closed_total{reason=server_shutdown}"] != 1 {
+		t.Errorf("server_shutdown closes = %v, want 1", got["chat_connections_closed_total{reason=server_shutdown}"])
+	}
+}
