@@ -16,6 +16,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,6 +75,8 @@ func main() {
 type options struct {
 	address string
 	port    int
+	tls     bool   // connect over TLS
+	tlsCA   string // PEM file of the CA to trust instead of the system's
 }
 
 // run runs the client until the user quits (nil), the input ends (nil),
@@ -90,9 +94,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	out := &printer{w: stdout}
 
-	dialCtx, cancel := context.WithTimeout(ctx, connectTimeout)
-	conn, err := client.Dial(dialCtx, net.JoinHostPort(opts.address, strconv.Itoa(opts.port)))
-	cancel()
+	conn, err := connect(ctx, opts)
 	if err != nil {
 		out.println(textConnectError)
 		return fmt.Errorf("connect: %w", err)
@@ -119,6 +121,28 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return s.commands(ctx)
 }
 
+// connect dials the server, over TLS if asked.
+func connect(ctx context.Context, opts options) (*client.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	addr := net.JoinHostPort(opts.address, strconv.Itoa(opts.port))
+	if !opts.tls {
+		return client.Dial(ctx, addr)
+	}
+	cfg := &tls.Config{ServerName: opts.address, MinVersion: tls.VersionTLS12}
+	if opts.tlsCA != "" {
+		pem, err := os.ReadFile(opts.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca: no PEM certificate in %s", opts.tlsCA)
+		}
+	}
+	return client.DialTLS(ctx, addr, cfg)
+}
+
 // parseFlags reads the command line. -h prints the usage to stdout and
 // returns flag.ErrHelp.
 func parseFlags(args []string, stdout io.Writer) (options, error) {
@@ -131,6 +155,8 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	for _, name := range []string{"p", "port"} {
 		fs.IntVar(&opts.port, name, opts.port, "server port")
 	}
+	fs.BoolVar(&opts.tls, "tls", false, "connect over TLS")
+	fs.StringVar(&opts.tlsCA, "tls-ca", "", "PEM file of the CA that signed the server's certificate (implies --tls)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stdout, opts)
@@ -141,6 +167,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return opts, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
+	opts.tls = opts.tls || opts.tlsCA != ""
 	if opts.port < 1 || opts.port > 65535 {
 		return opts, fmt.Errorf("port must be between 1 and 65535, got %d", opts.port)
 	}
@@ -158,6 +185,9 @@ Connects to a chat server, asks for a login name, then reads commands:
 Flags:
   -a, --address  server address (default %s)
   -p, --port     server port (default %d)
+  --tls          connect over TLS (the server's --tls-port)
+  --tls-ca FILE  trust the CA in this PEM file instead of the system's
+                 (implies --tls)
   -h, --help     print this help
 `, defaults.address, defaults.port)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"chatserver/internal/certs/certstest"
 	"chatserver/internal/chat"
 	"chatserver/internal/client"
 )
@@ -76,6 +78,28 @@ type server struct {
 // (which may be nil); it is stopped when the test ends, if not before.
 func startServer(t *testing.T, edit func(*chat.Config)) *server {
 	t.Helper()
+	return startServerOn(t, edit, func(ln net.Listener) net.Listener { return ln })
+}
+
+// startTLSServer starts a server that speaks TLS with a new self-signed
+// certificate for 127.0.0.1, and returns it with the certificate's file.
+func startTLSServer(t *testing.T) (*server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certstest.Write(t, certFile, keyFile, "chat test")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	s := startServerOn(t, nil, func(ln net.Listener) net.Listener { return tls.NewListener(ln, cfg) })
+	return s, certFile
+}
+
+// startServerOn starts a server on a 127.0.0.1 listener wrapped by wrap.
+func startServerOn(t *testing.T, edit func(*chat.Config), wrap func(net.Listener) net.Listener) *server {
+	t.Helper()
 	cfg := chat.DefaultConfig()
 	if edit != nil {
 		edit(&cfg)
@@ -89,7 +113,7 @@ func startServer(t *testing.T, edit func(*chat.Config)) *server {
 		t.Fatalf("listen: %v", err)
 	}
 	s := &server{srv: srv, addr: ln.Addr().String(), served: make(chan error, 1)}
-	go func() { s.served <- srv.Serve(ln) }()
+	go func() { s.served <- srv.Serve(wrap(ln)) }()
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
@@ -464,6 +488,28 @@ func TestCannotConnect(t *testing.T) {
 	p := start(t, addr)
 	p.expect("Error connecting to the server.")
 	p.expectExit(false)
+}
+
+func TestTLS(t *testing.T) {
+	s, certFile := startTLSServer(t)
+	host, port, _ := net.SplitHostPort(s.addr)
+	p := startArgs(t, "-a", host, "-p", port, "--tls-ca", certFile).login("alice")
+	p.send("!who")
+	p.expect("There are 1 online users:", "- alice")
+	p.send("!quit")
+	p.expectExit(true)
+}
+
+func TestTLSUntrustedServer(t *testing.T) {
+	s, _ := startTLSServer(t)
+	host, port, _ := net.SplitHostPort(s.addr)
+	// The system's CAs do not know the test's self-signed certificate.
+	p := startArgs(t, "-a", host, "-p", port, "--tls")
+	p.expect("Error connecting to the server.")
+	p.expectExit(false)
+	if !strings.Contains(p.stderr.String(), "certificate") {
+		t.Errorf("stderr = %q, want it to explain the certificate problem", p.stderr.String())
+	}
 }
 
 func TestQuitAtLoginPrompt(t *testing.T) {

@@ -19,7 +19,7 @@ const readBufferBytes = 16 << 10
 type connLink struct {
 	sess       *session
 	conn       net.Conn
-	raw        net.Conn // the socket under conn (under TLS, say), closed to end at once
+	raw        net.Conn      // the socket under conn (under TLS, say), closed to end at once
 	wakeup     chan struct{} // holds a token while there may be bytes to write
 	writerDone chan struct{} // closed when the write loop has returned
 }

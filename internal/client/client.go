@@ -39,6 +39,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -150,7 +151,18 @@ type result struct {
 
 // Dial connects to the chat server at addr ("host:port") over TCP.
 func Dial(ctx context.Context, addr string) (*Conn, error) {
-	var d net.Dialer
+	return dial(ctx, &net.Dialer{}, addr)
+}
+
+// DialTLS connects to the chat server at addr over TLS, checking the
+// server's certificate as cfg says. The handshake is done when it returns.
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
+	return dial(ctx, &tls.Dialer{Config: cfg}, addr)
+}
+
+func dial(ctx context.Context, d interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}, addr string) (*Conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
