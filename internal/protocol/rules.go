@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"unicode"
 	"unicode/utf8"
 )
@@ -40,19 +41,24 @@ func isReservedInName(r rune) bool {
 // least one character that is not white space, and no NUL or "\r" (a
 // message cannot hold a line break, so "\n" never reaches here). TAB and
 // leading or trailing spaces are allowed and kept.
+//
+// It runs once per SEND on the server's hot path, so it leans on the
+// standard library's word-at-a-time scans and decodes runes only until
+// the first visible one, which is usually the first byte.
 func ValidMessage(msg []byte) bool {
-	visible := false
+	if !utf8.Valid(msg) || hasByte(msg, 0) || hasByte(msg, '\r') || hasByte(msg, '\n') {
+		return false
+	}
 	for len(msg) > 0 {
 		r, size := utf8.DecodeRune(msg)
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			return false // invalid UTF-8
-		case r == 0 || r == '\r' || r == '\n':
-			return false
-		case !unicode.IsSpace(r):
-			visible = true
+		if !unicode.IsSpace(r) {
+			return true
 		}
 		msg = msg[size:]
 	}
-	return visible
+	return false
+}
+
+func hasByte(b []byte, c byte) bool {
+	return bytes.IndexByte(b, c) >= 0
 }
