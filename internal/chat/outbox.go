@@ -6,9 +6,12 @@ import (
 	"chatserver/internal/protocol"
 )
 
-// keepOutboxBytes is the largest buffer an outbox keeps once it is
-// drained; a bigger one is dropped so an idle connection stays small.
-const keepOutboxBytes = 4 << 10
+// keepOutboxBytes is the largest buffer an outbox (or a session's reply
+// batch) keeps once it is drained. Keeping one saves regrowing it on every
+// batch of a busy connection; dropping a bigger one bounds what a
+// connection holds after a burst. A connection that never had a burst
+// holds only small buffers.
+const keepOutboxBytes = 64 << 10
 
 // outbox is a connection's outbound queue: bytes waiting for its link to
 // write them. Any goroutine may add to it; adding never blocks on the
