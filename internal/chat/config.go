@@ -28,8 +28,8 @@ type Config struct {
 	// MaxPendingBytes caps each connection's outbound queue. A connection
 	// whose queue would grow past it is closed as a slow consumer.
 	MaxPendingBytes int
-	// WriteTimeout is how long one write to a socket may stall before the
-	// connection is closed as a slow consumer.
+	// WriteTimeout is how long a socket may take no bytes while output
+	// waits before the connection is closed as a slow consumer.
 	WriteTimeout time.Duration
 	// NoEventLoop serves plain TCP with two goroutines per connection, as
 	// for TLS, instead of event loops. Slower and bigger; for comparison
@@ -80,3 +80,4 @@ func (c Config) validate() error {
 	}
 	return errors.New(strings.Join(errs, "; ")) // one line, for the command line
 }
+

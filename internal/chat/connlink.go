@@ -9,9 +9,13 @@ import (
 	"time"
 )
 
-// readBufferBytes is how much one read asks the kernel for: many
-// pipelined requests are parsed per read.
-const readBufferBytes = 16 << 10
+const (
+	// readBufferBytes is how much one read asks the kernel for: many
+	// pipelined requests are parsed per read.
+	readBufferBytes = 16 << 10
+	// writeChunkBytes is the most one write with one deadline carries.
+	writeChunkBytes = 64 << 10
+)
 
 // connLink carries a session over any net.Conn (TLS, or where there is no
 // event loop) with two goroutines: the read loop (the one that runs serve)
@@ -119,15 +123,28 @@ func (l *connLink) writeLoop() {
 				}
 				break // drained; the last take released the written batch
 			}
-			_ = l.conn.SetWriteDeadline(time.Now().Add(l.sess.srv.cfg.WriteTimeout))
-			n, err := l.conn.Write(batch)
-			l.sess.srv.counters.bytesOut.Add(uint64(n))
-			if err != nil {
+			if err := l.write(batch); err != nil {
 				l.sess.end(writeErrorReason(err))
 				return
 			}
 		}
 	}
+}
+
+// write writes b in chunks, each with its own deadline, so that a client
+// that reads slowly but steadily is not taken for a stalled one.
+func (l *connLink) write(b []byte) error {
+	for len(b) > 0 {
+		chunk := b[:min(len(b), writeChunkBytes)]
+		_ = l.conn.SetWriteDeadline(time.Now().Add(l.sess.srv.cfg.WriteTimeout))
+		n, err := l.conn.Write(chunk)
+		l.sess.srv.counters.bytesOut.Add(uint64(n))
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 func writeErrorReason(err error) CloseReason {

@@ -427,12 +427,13 @@ func (l *loop) flush(pc *pollConn) {
 		l.close(pc)
 		return
 	}
+	wrote := false // this flush moved some bytes
 	for {
 		if pc.written == len(pc.batch) {
 			var closed bool
 			pc.batch, closed = pc.sess.out.take(pc.batch)
 			pc.written = 0
-			l.progress(pc)
+			l.drained(pc)
 			if len(pc.batch) == 0 {
 				if closed {
 					l.close(pc)
@@ -443,11 +444,12 @@ func (l *loop) flush(pc *pollConn) {
 		n, err := unix.Write(pc.fd, pc.batch[pc.written:])
 		if n > 0 {
 			pc.written += n
+			wrote = true
 			l.srv.counters.bytesOut.Add(uint64(n))
 		}
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			l.wait(pc)
+			l.wait(pc, wrote)
 			return
 		case err != nil && !errors.Is(err, unix.EINTR):
 			pc.sess.end(ReasonReset)
@@ -458,8 +460,10 @@ func (l *loop) flush(pc *pollConn) {
 }
 
 // wait asks for EPOLLOUT: pc's socket is full, its batch half written.
-func (l *loop) wait(pc *pollConn) {
-	if pc.stalledSince.IsZero() {
+// The stall clock starts now unless it runs already and this flush wrote
+// nothing: a client that reads slowly but steadily is not stalled.
+func (l *loop) wait(pc *pollConn, progressed bool) {
+	if pc.stalledSince.IsZero() || progressed {
 		pc.stalledSince = time.Now()
 		l.stalled[pc] = struct{}{}
 	}
@@ -469,8 +473,8 @@ func (l *loop) wait(pc *pollConn) {
 	}
 }
 
-// progress notes that pc's last batch is fully written.
-func (l *loop) progress(pc *pollConn) {
+// drained notes that pc's last batch is fully written.
+func (l *loop) drained(pc *pollConn) {
 	if !pc.stalledSince.IsZero() {
 		pc.stalledSince = time.Time{}
 		delete(l.stalled, pc)
@@ -506,7 +510,7 @@ type pollConn struct {
 	fd            int // -1 once closed
 	batch         []byte
 	written       int       // bytes of batch already written
-	stalledSince  time.Time // zero unless batch waits for the socket
+	stalledSince  time.Time // zero unless batch waits for the socket; its last progress
 	loginDeadline time.Time
 	wantWrite     bool // EPOLLOUT is in the epoll set
 	readDone      bool // the read side ended; only draining is left

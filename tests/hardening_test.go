@@ -1,0 +1,653 @@
+package tests
+
+// Hardening: slow consumers, limits and hostile input, with nothing lost.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"chatserver/internal/chat"
+)
+
+// A recipient that never reads, flooded with large messages, is closed as
+// a slow consumer and its name freed, while the sender keeps getting
+// replies, other users keep talking, and the server's memory stays
+// bounded.
+func TestSlowConsumerFlooded(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const (
+			msgBytes     = 64 << 10
+			floodMsgs    = 1600 // 100 MiB
+			window       = 8    // requests the flooder has in flight
+			floodTimeout = 60 * time.Second
+			heapBound    = 256 << 20
+		)
+		srv, addr := start(t, func(c *chat.Config) {
+			c.MaxLineBytes = 128 << 10
+			c.MaxPendingBytes = 1 << 20
+			c.WriteTimeout = 2 * time.Second
+		})
+		stalled := loggedIn(t, addr, "stalled") // never reads from here on
+		flooder := loggedIn(t, addr, "flooder")
+		stopPairs := startPairs(t, addr, "pair", 3)
+
+		line := []byte("SEND stalled " + strings.Repeat("x", msgBytes) + "\n")
+		stopWatch := heapWatch()
+		deadline := time.Now().Add(floodTimeout)
+		var sent, got, sendOK, badDest int
+		var replyAtOverflow int
+		for got < sent || sent < floodMsgs && time.Now().Before(deadline) {
+			for sent < floodMsgs && sent-got < window && time.Now().Before(deadline) {
+				_ = flooder.conn.SetWriteDeadline(deadline)
+				if _, err := flooder.conn.Write(line); err != nil {
+					t.Fatalf("flooder write %d: %v", sent, err)
+				}
+				sent++
+			}
+			switch reply := flooder.line(); reply {
+			case "SEND-OK":
+				if badDest > 0 {
+					t.Fatalf("reply %d = SEND-OK after %d BAD-DEST-USER: the stalled user came back", got, badDest)
+				}
+				sendOK++
+			case "BAD-DEST-USER":
+				if badDest == 0 {
+					replyAtOverflow = got
+				}
+				badDest++
+			default:
+				t.Fatalf("flooder reply %d = %.100q, want SEND-OK or BAD-DEST-USER", got, reply)
+			}
+			got++
+		}
+		peak := stopWatch()
+		rounds := stopPairs()
+
+		t.Logf("flood: %d messages (%d MiB), %d SEND-OK then %d BAD-DEST-USER (first at reply %d); peak HeapInuse %d MiB; pair rounds %v",
+			sent, sent*len(line)>>20, sendOK, badDest, replyAtOverflow, peak>>20, rounds)
+		if sent < floodMsgs {
+			t.Errorf("flood stopped by its %v time bound after %d of %d messages", floodTimeout, sent, floodMsgs)
+		}
+		if sendOK == 0 || badDest == 0 {
+			t.Errorf("flooder got %d SEND-OK and %d BAD-DEST-USER; want SEND-OK until the overflow, then BAD-DEST-USER", sendOK, badDest)
+		}
+		if peak > heapBound {
+			t.Errorf("peak HeapInuse = %d MiB while flooding, want under %d MiB", peak>>20, heapBound>>20)
+		}
+		for i, r := range rounds {
+			if r < 2 {
+				t.Errorf("pair %d did %d rounds during the flood; others must keep talking", i, r)
+			}
+		}
+
+		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
+		readToClose(t, stalled)
+		eventually(t, "the stalled user to leave LIST", func() bool {
+			return !slices.Contains(listNames(flooder), "stalled")
+		})
+		again := loggedIn(t, addr, "stalled")
+		again.send("SEND flooder back\n")
+		again.expect("SEND-OK")
+		flooder.expect("DELIVERY stalled back")
+		if names := listNames(flooder); names[len(names)-1] != "stalled" {
+			t.Errorf("LIST = %v, want the new stalled last", names)
+		}
+		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
+	})
+}
+
+// A client that sends requests but never reads its own replies is closed
+// as a slow consumer, whatever fills its queue; the others do not notice.
+func TestSlowConsumerOwnReplies(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		// 13 other users with 64-byte names make each LIST-OK about 1 KiB.
+		long := func(i int) string { return fmt.Sprintf("%02d%s", i, strings.Repeat("n", 62)) }
+		for _, tc := range []struct {
+			name    string
+			request string
+			max     int // requests at most
+		}{
+			{"LIST", "LIST\n", 200_000},
+			{"self-send", "SEND lazy " + strings.Repeat("s", 60<<10) + "\n", 2_000},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				srv, addr := start(t, func(c *chat.Config) {
+					c.MaxLineBytes = 64 << 10
+					c.MaxPendingBytes = 256 << 10
+					c.WriteTimeout = 2 * time.Second
+				})
+				var watchers []*wire
+				for i := range 13 {
+					watchers = append(watchers, loggedIn(t, addr, long(i)))
+				}
+				lazy := loggedIn(t, addr, "lazy")
+				stopPairs := startPairs(t, addr, "p", 1)
+
+				// Many requests per write, so the loop is short.
+				batch := []byte(strings.Repeat(tc.request, max(1, 32<<10/len(tc.request))))
+				perBatch := bytes.Count(batch, []byte("\n"))
+				deadline := time.Now().Add(30 * time.Second)
+				requests := 0
+				for requests < tc.max && time.Now().Before(deadline) && closedBy(srv, chat.ReasonSlowConsumer) == 0 {
+					_ = lazy.conn.SetWriteDeadline(deadline)
+					if _, err := lazy.conn.Write(batch); err != nil {
+						break // the server has closed it
+					}
+					requests += perBatch
+				}
+				eventually(t, "the lazy client to be closed as a slow consumer", func() bool {
+					return closedBy(srv, chat.ReasonSlowConsumer) == 1
+				})
+				rounds := stopPairs()
+				t.Logf("%d requests sent; pair rounds %v", requests, rounds)
+				readToClose(t, lazy)
+
+				eventually(t, "lazy to leave LIST", func() bool {
+					return !slices.Contains(listNames(watchers[0]), "lazy")
+				})
+				want := []string{}
+				for i := range 13 {
+					want = append(want, long(i))
+				}
+				want = append(want, "p-a0", "p-b0")
+				if got := listNames(watchers[12]); !slices.Equal(got, want) {
+					t.Errorf("LIST = %v, want %v", got, want)
+				}
+				listNames(loggedIn(t, addr, "lazy")) // the slot was freed: 16 users again
+				expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
+			})
+		}
+	})
+}
+
+// A client that reads slowly but steadily is not a slow consumer: its
+// queue stays under MaxPendingBytes and its socket never stops taking
+// bytes for anywhere near WriteTimeout, so it gets every reply, however
+// long the whole backlog takes to drain.
+func TestSteadyReaderIsNotASlowConsumer(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const (
+			lists     = 12_000 // about 11.7 MiB of replies
+			readChunk = 32 << 10
+			readGap   = 8 * time.Millisecond // at most 4 MiB/s, never idle longer
+		)
+		srv, addr := start(t, func(c *chat.Config) {
+			c.WriteTimeout = time.Second
+			c.MaxPendingBytes = 32 << 20 // the backlog fits
+		})
+		// 14 users with 64-byte names make each LIST-OK about 1 KiB.
+		for i := range 14 {
+			loggedIn(t, addr, fmt.Sprintf("%02d%s", i, strings.Repeat("n", 62)))
+		}
+		reader := dial(t, addr)
+		// A small receive buffer keeps the backlog in the server's queue
+		// rather than in the kernel.
+		if err := reader.conn.SetReadBuffer(64 << 10); err != nil {
+			t.Fatalf("SetReadBuffer: %v", err)
+		}
+		reader.r = bufio.NewReaderSize(pacedReader{r: reader.conn, chunk: readChunk, gap: readGap}, 1<<16)
+		reader.login("reader")
+
+		reader.send(strings.Repeat("LIST\n", lists))
+		began := time.Now()
+		for i := range lists {
+			got, err := reader.lineErr()
+			if err != nil {
+				took := time.Since(began).Round(time.Millisecond)
+				eventually(t, "the reader's connection to be counted", func() bool { return srv.Stats().Connections == 14 })
+				t.Fatalf("the server closed a client that was reading steadily: at reply %d of %d, after %v of reading: %.120v; closed by reason %v",
+					i, lists, took, err, srv.Stats().Closed)
+			}
+			if !strings.HasPrefix(got, "LIST-OK 00") {
+				t.Fatalf("reply %d = %.100q, want LIST-OK", i, got)
+			}
+		}
+		t.Logf("read %d replies in %v", lists, time.Since(began).Round(time.Millisecond))
+		expectClosed(t, srv, nil)
+	})
+}
+
+// A line over the cap gets exactly one reply, its rest is skipped, and the
+// connection goes on with the next line.
+func TestLineCapDefault(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		srv, addr := start(t, nil)
+		const huge = 3 << 20
+		alice := loggedIn(t, addr, "alice")
+		bob := loggedIn(t, addr, "bob")
+
+		alice.send("SEND bob " + strings.Repeat("x", huge) + "\nLIST\n")
+		alice.expect("BAD-RQST-BODY", "LIST-OK alice,bob")
+
+		alice.send(strings.Repeat("X", huge) + "\nSEND bob after the long lines\n")
+		alice.expect("BAD-RQST-HDR", "SEND-OK")
+
+		// CRLF, and the line split over many writes.
+		long := "SEND bob " + strings.Repeat("y", huge) + "\r\n"
+		for len(long) > 0 {
+			n := min(len(long), 100_000)
+			alice.send(long[:n])
+			long = long[n:]
+		}
+		alice.send("SEND alice me\n")
+		alice.expect("BAD-RQST-BODY", "DELIVERY alice me", "SEND-OK")
+
+		// Nothing of the long lines reached bob.
+		bob.expect("DELIVERY alice after the long lines")
+		bob.send("LIST\n")
+		bob.expect("LIST-OK alice,bob")
+
+		// Before login: a known header is BAD-RQST-BODY whatever the state.
+		carol := dial(t, addr)
+		carol.send("HELLO-FROM " + strings.Repeat("c", huge) + "\nHELLO-FROM carol\n")
+		carol.expect("BAD-RQST-BODY", "HELLO carol")
+		expectClosed(t, srv, nil)
+	})
+}
+
+// With a small cap, the cap is exact: MaxLineBytes bytes are fine, one
+// more is not, and a "\r" before the "\n" does not count.
+func TestLineCapSmall(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const capBytes = 100
+		_, addr := start(t, func(c *chat.Config) { c.MaxLineBytes = capBytes })
+		alice := loggedIn(t, addr, "alice")
+		head := "SEND alice "
+		msg100 := strings.Repeat("m", capBytes-len(head))
+		line100 := head + msg100
+		if len(line100) != capBytes {
+			t.Fatalf("test bug: line is %d bytes", len(line100))
+		}
+
+		alice.send(line100 + "\n")
+		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.send(line100 + "m\n")
+		alice.expect("BAD-RQST-BODY")
+		alice.send(line100 + "\r\n")
+		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.send(line100 + "\r\r\n") // the line is line100 + "\r": one over
+		alice.expect("BAD-RQST-BODY")
+		alice.send(strings.Repeat("Z", capBytes+1) + "\n")
+		alice.expect("BAD-RQST-HDR")
+
+		// The same at the edges of writes.
+		alice.send(line100 + "\r")
+		alice.send("\n")
+		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.send(line100)
+		alice.send("m")
+		alice.send("\nLIST\n")
+		alice.expect("BAD-RQST-BODY", "LIST-OK alice")
+	})
+}
+
+// Binary garbage, NUL bytes and invalid UTF-8 get the protocol's error
+// replies, line by line, and the connection still logs in afterwards.
+func TestGarbageInput(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		srv, addr := start(t, nil)
+		bob := loggedIn(t, addr, "bob")
+		w := dial(t, addr)
+
+		check := func(who *wire, cases [][2]string) {
+			t.Helper()
+			var in strings.Builder
+			for _, c := range cases {
+				in.WriteString(c[0] + "\n")
+			}
+			who.send(in.String())
+			for _, c := range cases {
+				if got := who.line(); got != c[1] {
+					t.Errorf("reply to %q = %q, want %q", c[0], got, c[1])
+				}
+			}
+		}
+		const hdr, body = "BAD-RQST-HDR", "BAD-RQST-BODY"
+		check(w, [][2]string{
+			{"\x00", hdr},
+			{"\x00\x00\x00LIST", hdr},
+			{"LIST\x00", hdr},
+			{"LIST\x00 x", hdr},
+			{"\xff\xfe\xfd", hdr},
+			{"\r", hdr},
+			{"LIST\r\r", hdr},
+			{"SEND bob hi", hdr},
+			{"HELLO-FROM\x00 bob", hdr},
+			{"HELLO-FROM \x00", body},
+			{"HELLO-FROM a\x00b", body},
+			{"HELLO-FROM \xff\xfe", body},
+			{"HELLO-FROM \xc3\x28", body},
+			{"HELLO-FROM \xed\xa0\x80", body}, // a UTF-16 surrogate
+			{"HELLO-FROM a\x7f", body},
+			{"HELLO-FROM a\u200bb", body}, // zero-width space: a format character
+			{"HELLO-FROM \x1b[31mred", body},
+			{"HELLO-FROM bob", "IN-USE"},
+		})
+
+		// Random bytes, cut into lines. A line whose header happens to be a
+		// command is spoilt, so every reply must be BAD-RQST-HDR.
+		rng := rand.New(rand.NewPCG(7, 7))
+		random := randomGarbageLines(rng, 300)
+		var in strings.Builder
+		for _, l := range random {
+			in.WriteString(l + "\n")
+		}
+		in.WriteString("HELLO-FROM mallory\n")
+		writeInPieces(t, w, rng, in.String())
+		for i, l := range random {
+			if got := w.line(); got != hdr {
+				t.Fatalf("reply to random line %d %q = %q, want %q", i, l, got, hdr)
+			}
+		}
+		w.expect("HELLO mallory")
+
+		check(w, [][2]string{
+			{"SEND bob a\x00b", body},
+			{"SEND bob \x00", body},
+			{"SEND bob \xff", body},
+			{"SEND bob \xc3\x28", body},
+			{"SEND bob a\rb", body},
+			{"SEND b\x00b hi", body},
+			{"SEND \xffbob hi", body},
+			{"SEND bob\x00 hi", body},
+			{"HELLO-FROM \xff", hdr},
+			{"\xff LIST", hdr},
+			{"SEND bob tab\there\x01", "SEND-OK"}, // control characters other than NUL and CR are allowed
+			{"SEND bob \xe2\x82\xac euro", "SEND-OK"},
+		})
+		random = randomGarbageLines(rng, 300)
+		in.Reset()
+		for _, l := range random {
+			in.WriteString(l + "\n")
+		}
+		in.WriteString("SEND bob end\nLIST\n")
+		writeInPieces(t, w, rng, in.String())
+		for i, l := range random {
+			if got := w.line(); got != hdr {
+				t.Fatalf("reply to random line %d %q = %q, want %q", i, l, got, hdr)
+			}
+		}
+		w.expect("SEND-OK", "LIST-OK bob,mallory")
+		bob.expect(
+			"DELIVERY mallory tab\there\x01",
+			"DELIVERY mallory \xe2\x82\xac euro",
+			"DELIVERY mallory end",
+		)
+		expectClosed(t, srv, nil)
+	})
+}
+
+// randomGarbageLines returns n random lines of up to 200 bytes of any
+// value but "\n", none of which has a command as its header.
+func randomGarbageLines(rng *rand.Rand, n int) []string {
+	lines := make([]string, n)
+	for i := range lines {
+		b := make([]byte, rng.IntN(200))
+		for j := range b {
+			for b[j] = byte(rng.Uint32()); b[j] == '\n'; b[j] = byte(rng.Uint32()) {
+			}
+		}
+		header, _, _ := bytes.Cut(bytes.TrimSuffix(b, []byte("\r")), []byte(" "))
+		switch string(header) {
+		case "HELLO-FROM", "LIST", "SEND":
+			b = append([]byte{0}, b...)
+		}
+		lines[i] = string(b)
+	}
+	return lines
+}
+
+// writeInPieces writes s in random-sized writes.
+func writeInPieces(t *testing.T, w *wire, rng *rand.Rand, s string) {
+	t.Helper()
+	for len(s) > 0 {
+		n := min(len(s), 1+rng.IntN(700))
+		w.send(s[:n])
+		s = s[n:]
+	}
+}
+
+// Hundreds of connections that never log in do not keep a new user from
+// logging in and talking.
+func TestManyIdleConnections(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const idle = 500
+		srv, addr := start(t, nil) // the default MaxConns, 1024, is enough
+		conns := make([]*wire, idle)
+		for i := range conns {
+			conns[i] = dial(t, addr)
+		}
+		eventually(t, "all idle connections to be served", func() bool {
+			return srv.Stats().Connections == idle
+		})
+		alice := loggedIn(t, addr, "alice")
+		bob := loggedIn(t, addr, "bob")
+		alice.send("SEND bob hello through the crowd\n")
+		alice.expect("SEND-OK")
+		bob.expect("DELIVERY alice hello through the crowd")
+		bob.send("LIST\n")
+		bob.expect("LIST-OK alice,bob")
+
+		// The idle ones are still there and still served.
+		conns[0].send("LIST\n")
+		conns[0].expect("BAD-RQST-HDR")
+		conns[idle-1].login("late")
+		if st := srv.Stats(); st.Connections != idle+2 || st.Users != 3 {
+			t.Errorf("stats = %d connections, %d users; want %d and 3", st.Connections, st.Users, idle+2)
+		}
+		expectClosed(t, srv, nil)
+	})
+}
+
+// Over MaxConns a connection is told BUSY and closed, and counted; once a
+// connection closes there is room again.
+func TestConnectionLimit(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		srv, addr := start(t, func(c *chat.Config) { c.MaxConns = 3 })
+		a := loggedIn(t, addr, "a")
+		b := loggedIn(t, addr, "b")
+		c := dial(t, addr)
+		c.send("LIST\n")
+		c.expect("BAD-RQST-HDR") // admitted, not logged in
+
+		d := dial(t, addr)
+		d.expectEOF("BUSY")
+		d.conn.Close()
+		eventually(t, "the refusal to be counted", func() bool {
+			return closedBy(srv, chat.ReasonConnLimit) == 1
+		})
+		if n := srv.Stats().Connections; n != 3 {
+			t.Errorf("connections = %d, want 3", n)
+		}
+
+		a.conn.Close()
+		eventually(t, "a's connection to be gone", func() bool {
+			return srv.Stats().Connections == 2
+		})
+		e := loggedIn(t, addr, "e")
+		e.send("SEND b hi\n")
+		e.expect("SEND-OK")
+		b.expect("DELIVERY e hi")
+
+		f := dial(t, addr)
+		f.expectEOF("BUSY")
+		f.conn.Close()
+		eventually(t, "the second refusal to be counted", func() bool {
+			return closedBy(srv, chat.ReasonConnLimit) == 2
+		})
+		b.send("LIST\n")
+		b.expect("LIST-OK b,e")
+		c.login("c")
+		expectClosed(t, srv, map[chat.CloseReason]uint64{
+			chat.ReasonConnLimit:    2,
+			chat.ReasonClientClosed: 1,
+		})
+	})
+}
+
+// A connection that does not log in within LoginTimeout is closed, failed
+// attempts or not; one that logged in in time stays.
+//
+// Not parallel: it is about time passing, and a 300 ms timeout should not
+// race the CPU-heavy tests.
+func TestLoginTimeout(t *testing.T) {
+	eachLink(t, false, func(t *testing.T, start serverStarter) {
+		const timeout = 300 * time.Millisecond
+		srv, addr := start(t, func(c *chat.Config) { c.LoginTimeout = timeout })
+		began := time.Now()
+		alice := loggedIn(t, addr, "alice")
+		idle := dial(t, addr)
+		trying := dial(t, addr)
+		trying.send("LIST\nHELLO-FROM a b\nHELLO-FROM alice\nHELLO-FR")
+		trying.expect("BAD-RQST-HDR", "BAD-RQST-BODY", "IN-USE")
+
+		idle.expectEOF()
+		trying.expectEOF()
+		eventually(t, "both timeouts to be counted", func() bool {
+			return closedBy(srv, chat.ReasonLoginTimeout) == 2
+		})
+
+		// Past the timeout for alice too, with room to spare.
+		time.Sleep(time.Until(began.Add(3 * timeout)))
+		alice.send("LIST\n")
+		alice.expect("LIST-OK alice")
+		if st := srv.Stats(); st.Connections != 1 || st.Users != 1 {
+			t.Errorf("stats = %d connections, %d users; want 1 and 1", st.Connections, st.Users)
+		}
+		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonLoginTimeout: 2})
+	})
+}
+
+// Users who log in and then drop, by close or by reset, leave nothing
+// behind: every name and every slot is free again.
+func TestLoginAndDropLeavesNoUser(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const n = 300
+		srv, addr := start(t, func(c *chat.Config) { c.MaxUsers = n })
+		name := func(i int) string { return fmt.Sprintf("u%03d", i) }
+		loginAll := func() []*wire {
+			ws := make([]*wire, n)
+			for i := range ws {
+				ws[i] = dial(t, addr)
+				ws[i].send("HELLO-FROM " + name(i) + "\n")
+			}
+			for i, w := range ws {
+				w.expect("HELLO " + name(i))
+			}
+			return ws
+		}
+
+		ws := loginAll()
+		if st := srv.Stats(); st.Users != n {
+			t.Fatalf("users = %d, want %d", st.Users, n)
+		}
+		for i, w := range ws {
+			if i%2 == 0 {
+				w.conn.Close()
+			} else {
+				w.reset()
+			}
+		}
+		eventually(t, "every user and connection to be gone", func() bool {
+			st := srv.Stats()
+			return st.Users == 0 && st.Connections == 0
+		})
+		expectClosed(t, srv, map[chat.CloseReason]uint64{
+			chat.ReasonClientClosed: n / 2,
+			chat.ReasonReset:        n / 2,
+		})
+
+		ws = loginAll() // all of them: every slot was freed too
+		got := listNames(ws[0])
+		want := make([]string, n)
+		for i := range want {
+			want[i] = name(i)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("LIST after logging in again = %v, want %v", got, want)
+		}
+	})
+}
+
+// A client that closes its write side still gets every reply to what it
+// sent before, and every delivery acknowledged before; bytes after its
+// last "\n" are not a request.
+func TestHalfClosedClientGetsAllReplies(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		const lists = 20_000 // about 340 KB of replies, more than socket buffers hold
+		srv, addr := start(t, nil)
+		alice := loggedIn(t, addr, "alice")
+		bob := loggedIn(t, addr, "bob")
+
+		alice.send("SEND bob hi\nSEND alice me\nWHO\n" + strings.Repeat("LIST\n", lists) + "SEND bob last\nLIST")
+		if err := alice.conn.CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		alice.expect("SEND-OK", "DELIVERY alice me", "SEND-OK", "BAD-RQST-HDR")
+		for i := range lists {
+			if got := alice.line(); got != "LIST-OK alice,bob" {
+				t.Fatalf("reply to LIST %d = %q", i, got)
+			}
+		}
+		alice.expectEOF("SEND-OK")
+		bob.expect("DELIVERY alice hi", "DELIVERY alice last")
+		eventually(t, "alice to be logged out", func() bool { return srv.Stats().Users == 1 })
+		bob.send("LIST\n")
+		bob.expect("LIST-OK bob")
+
+		// Deliveries acknowledged before a recipient half-closes reach it.
+		const msgs = 2_000
+		carol := loggedIn(t, addr, "carol")
+		var in strings.Builder
+		for i := range msgs {
+			fmt.Fprintf(&in, "SEND bob m%d\n", i)
+		}
+		carol.send(in.String())
+		for range msgs {
+			carol.expect("SEND-OK")
+		}
+		if err := bob.conn.CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		for i := range msgs {
+			bob.expect(fmt.Sprintf("DELIVERY carol m%d", i))
+		}
+		bob.expectEOF()
+		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonClientClosed: 2})
+	})
+}
+
+// A client that resets in the middle of a line affects no one: its half
+// line is not delivered and its name is free.
+func TestResetMidLine(t *testing.T) {
+	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		srv, addr := start(t, nil)
+		bob := loggedIn(t, addr, "bob")
+		carol := loggedIn(t, addr, "carol")
+		alice := loggedIn(t, addr, "alice")
+		mallory := loggedIn(t, addr, "mallory")
+
+		alice.send("SEND bob this line never ends")
+		mallory.send("SEND bob " + strings.Repeat("z", 200<<10)) // spans many reads
+		alice.reset()
+		mallory.reset()
+		eventually(t, "alice and mallory to be gone", func() bool { return srv.Stats().Users == 2 })
+
+		carol.send("SEND bob after the resets\n")
+		carol.expect("SEND-OK")
+		bob.expect("DELIVERY carol after the resets") // the first thing bob sees
+		bob.send("LIST\n")
+		bob.expect("LIST-OK bob,carol")
+		loggedIn(t, addr, "alice")
+		loggedIn(t, addr, "mallory")
+		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonReset: 2})
+	})
+}
