@@ -12,6 +12,7 @@
 #   SIZE=64 WINDOW=64   payload bytes, messages in flight per sender
 #   RUN_TIMEOUT=60      seconds each chat-bench run may take
 #   KEEP=dir            copy every run's JSON result and server log there
+#   CHAT_FLAGS="..."    extra chat-server flags, e.g. "--event-loops 2"
 source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-3}
@@ -38,7 +39,12 @@ for round in $(seq "$rounds"); do
 		read -r shape n m <<<"$s"
 		for target in chat nats; do
 			run="$tmp/runs/$shape-$target-$round"
-			start_server "$target" "$run.log"
+			if [ "$target" = chat ]; then
+				# shellcheck disable=SC2086 # CHAT_FLAGS is a list of flags
+				start_server chat "$run.log" ${CHAT_FLAGS:-}
+			else
+				start_server nats "$run.log"
+			fi
 			bench "$shape" --target "$target" -n "$n" -m "$m" --size "$size" --window "$window" --json >"$run.json" || {
 				failed=$((failed + 1))
 				log "round $round $shape $target: FAILED: $(cat "$run.json")"

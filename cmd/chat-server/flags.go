@@ -45,6 +45,8 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "time a connection has to log in")
 	fs.IntVar(&c.MaxPendingBytes, "max-pending-bytes", c.MaxPendingBytes, "outbound queue per connection in bytes; a client over it is a slow consumer")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long a socket may take no bytes while output waits before the client is a slow consumer")
+	fs.IntVar(&c.EventLoops, "event-loops", c.EventLoops, "event loops serving plain TCP (0: one per two CPUs)")
+	fs.BoolVar(&c.NoEventLoop, "no-event-loop", c.NoEventLoop, "serve plain TCP with two goroutines per connection instead (slower, bigger; for comparison)")
 	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
 	fs.TextVar(&opts.logFormat, "log-format", opts.logFormat, "log format: text or json")
 	fs.TextVar(&opts.tlsPort, "tls-port", opts.tlsPort, "TLS port on the same address, same protocol and users (0: any free port); needs --tls-cert and --tls-key")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -35,6 +36,10 @@ type Config struct {
 	// for TLS, instead of event loops. Slower and bigger; for comparison
 	// and for platforms without epoll.
 	NoEventLoop bool
+	// EventLoops is how many event loops serve plain TCP; 0 means one per
+	// two CPUs (at least one), which leaves the other CPUs to the kernel's
+	// TCP work, TLS connections and the runtime.
+	EventLoops int
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -66,6 +71,9 @@ func (c Config) validate() error {
 	positive("max users", c.MaxUsers)
 	positive("max conns", c.MaxConns)
 	positive("max line bytes", c.MaxLineBytes)
+	if c.EventLoops < 0 {
+		errs = append(errs, fmt.Sprintf("event loops must not be negative, got %d", c.EventLoops))
+	}
 	if c.LoginTimeout <= 0 {
 		errs = append(errs, fmt.Sprintf("login timeout must be positive, got %v", c.LoginTimeout))
 	}
@@ -81,3 +89,10 @@ func (c Config) validate() error {
 	return errors.New(strings.Join(errs, "; ")) // one line, for the command line
 }
 
+// eventLoops resolves EventLoops' default.
+func (c Config) eventLoops() int {
+	if c.EventLoops > 0 {
+		return c.EventLoops
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +36,7 @@ const (
 	tokenWake     = ^uint64(0) - 1
 )
 
-// poller serves one TCP listener from runtime.GOMAXPROCS(0) event loops.
+// poller serves one TCP listener from Config.EventLoops event loops.
 // Each loop accepts connections from the shared listener (EPOLLEXCLUSIVE:
 // one loop woken per new connection) and then owns them: it reads, hands
 // bytes to the session, and writes each connection's output once per batch
@@ -84,7 +83,7 @@ func newPoller(srv *Server, ln *net.TCPListener) (*poller, error) {
 	if err = errors.Join(ctlErr, err); err != nil {
 		return nil, fmt.Errorf("listener: dup: %w", err)
 	}
-	for range runtime.GOMAXPROCS(0) {
+	for range srv.cfg.eventLoops() {
 		l, err := newLoop(p)
 		if err != nil {
 			p.close()
