@@ -121,7 +121,12 @@ func (l *connLink) writeLoop() {
 				if closed {
 					return
 				}
-				break // drained; the last take released the written batch
+				// Drained: the last take released the written batch.
+				// Buffers are not kept: TLS is not the fast path, and an
+				// idle connection should stay small.
+				batch = dropBig(batch)
+				l.sess.out.release()
+				break
 			}
 			if err := l.write(batch); err != nil {
 				l.sess.end(writeErrorReason(err))

@@ -118,6 +118,8 @@ type loop struct {
 	toFlush      []*pollConn          // conns to write before waiting again
 	loginPending map[*pollConn]struct{}
 	stalled      map[*pollConn]struct{} // conns with a write waiting for the socket
+	holding      map[*pollConn]struct{} // conns that may hold big output buffers
+	ticks        uint64                 // ticks so far
 	nextTick     time.Time
 	acceptPaused time.Time     // zero, or when accepting resumes after an error
 	backoff      time.Duration // the last pause after an accept error
@@ -141,6 +143,7 @@ func newLoop(p *poller) (*loop, error) {
 		conns:        make(map[uint64]*pollConn),
 		loginPending: make(map[*pollConn]struct{}),
 		stalled:      make(map[*pollConn]struct{}),
+		holding:      make(map[*pollConn]struct{}),
 	}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -295,10 +298,20 @@ func (l *loop) flushAll() {
 	l.toFlush = l.toFlush[:0]
 }
 
-// tick ends connections past their login deadline or stalled in a write
-// past WriteTimeout, and resumes a paused accept.
+// tick frees the big buffers of connections that went quiet, ends
+// connections past their login deadline or stalled in a write past
+// WriteTimeout, and resumes a paused accept.
 func (l *loop) tick(now time.Time) {
 	l.nextTick = now.Add(tickInterval)
+	l.ticks++
+	for pc := range l.holding {
+		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) {
+			// Quiet for a whole tick: give its big buffers back.
+			delete(l.holding, pc)
+			pc.batch = dropBig(pc.batch)
+			pc.sess.out.release()
+		}
+	}
 	for pc := range l.loginPending {
 		if now.After(pc.loginDeadline) {
 			l.endRead(pc, ReasonLoginTimeout)
@@ -433,6 +446,10 @@ func (l *loop) flush(pc *pollConn) {
 			pc.batch, closed = pc.sess.out.take(pc.batch)
 			pc.written = 0
 			l.drained(pc)
+			if cap(pc.batch) > keepIdleBytes {
+				pc.flushedTick = l.ticks
+				l.holding[pc] = struct{}{}
+			}
 			if len(pc.batch) == 0 {
 				if closed {
 					l.close(pc)
@@ -492,6 +509,7 @@ func (l *loop) close(pc *pollConn) {
 	delete(l.conns, pc.sess.id)
 	delete(l.loginPending, pc)
 	delete(l.stalled, pc)
+	delete(l.holding, pc)
 	if !pc.readDone {
 		pc.readDone = true
 		pc.sess.readEnded(ReasonReset) // ended elsewhere; that reason stands
@@ -509,6 +527,7 @@ type pollConn struct {
 	fd            int // -1 once closed
 	batch         []byte
 	written       int       // bytes of batch already written
+	flushedTick   uint64    // the loop's tick count when a big batch was last taken
 	stalledSince  time.Time // zero unless batch waits for the socket; its last progress
 	loginDeadline time.Time
 	wantWrite     bool // EPOLLOUT is in the epoll set

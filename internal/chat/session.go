@@ -238,10 +238,7 @@ func (s *session) flushReplies() bool {
 		return true
 	}
 	res := s.out.push(s.replies)
-	s.replies = s.replies[:0]
-	if cap(s.replies) > keepOutboxBytes {
-		s.replies = nil
-	}
+	s.replies = dropBig(s.replies[:0])
 	switch res {
 	case pushed:
 		s.link.wake()
