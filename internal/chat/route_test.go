@@ -1,0 +1,98 @@
+package chat
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// nopLink carries nothing: these tests drive sessions directly and drain
+// their queues themselves, to measure the routing of a SEND alone.
+type nopLink struct{}
+
+func (nopLink) wake()     {}
+func (nopLink) shut(bool) {}
+func (nopLink) loggedIn() {}
+
+// routePair returns a server with alice and bob logged in, and a SEND from
+// alice to bob with a 64-byte message.
+func routePair(tb testing.TB) (alice, bob *session, send []byte) {
+	tb.Helper()
+	srv, err := NewServer(DefaultConfig())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	login := func(name string) *session {
+		s := srv.newSession(netip.AddrPort{})
+		s.link = nopLink{}
+		if !s.receive([]byte("HELLO-FROM " + name + "\n")) {
+			tb.Fatalf("login %s failed", name)
+		}
+		if got, _ := s.out.take(nil); string(got) != "HELLO "+name+"\n" {
+			tb.Fatalf("login %s: got %q", name, got)
+		}
+		return s
+	}
+	alice, bob = login("alice"), login("bob")
+	return alice, bob, []byte("SEND bob " + strings.Repeat("m", 64) + "\n")
+}
+
+// routeOnce hands alice one chunk and drains both queues like a link.
+func routeOnce(alice, bob *session, chunk []byte, spare [][]byte) bool {
+	ok := alice.receive(chunk)
+	spare[0], _ = bob.out.take(spare[0])
+	spare[1], _ = alice.out.take(spare[1])
+	return ok
+}
+
+func TestRouteSend(t *testing.T) {
+	alice, bob, send := routePair(t)
+	if !alice.receive(send) {
+		t.Fatal("receive failed")
+	}
+	delivered, _ := bob.out.take(nil)
+	if want := "DELIVERY alice " + strings.Repeat("m", 64) + "\n"; string(delivered) != want {
+		t.Fatalf("bob got %q, want %q", delivered, want)
+	}
+	if acked, _ := alice.out.take(nil); string(acked) != "SEND-OK\n" {
+		t.Fatalf("alice got %q, want SEND-OK", acked)
+	}
+}
+
+// TestRouteSendDoesNotAllocate holds the hot path to zero allocations:
+// parsing, looking up the recipient, queueing the DELIVERY and the SEND-OK.
+func TestRouteSendDoesNotAllocate(t *testing.T) {
+	alice, bob, send := routePair(t)
+	batch := bytes.Repeat(send, 64)
+	spare := make([][]byte, 2)
+	for _, chunk := range [][]byte{send, batch} {
+		routeOnce(alice, bob, chunk, spare) // warm the buffers up
+		if n := testing.AllocsPerRun(100, func() { routeOnce(alice, bob, chunk, spare) }); n != 0 {
+			t.Errorf("routing a chunk of %d bytes allocates %v times, want 0", len(chunk), n)
+		}
+	}
+}
+
+func BenchmarkRouteSend(b *testing.B) {
+	alice, bob, send := routePair(b)
+	spare := make([][]byte, 2)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(send)))
+	for b.Loop() {
+		routeOnce(alice, bob, send, spare)
+	}
+}
+
+// BenchmarkRouteSendBatch routes 64 pipelined SENDs read in one chunk, as
+// a sender with a full window delivers them.
+func BenchmarkRouteSendBatch(b *testing.B) {
+	alice, bob, send := routePair(b)
+	batch := bytes.Repeat(send, 64)
+	spare := make([][]byte, 2)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(batch)))
+	for b.Loop() {
+		routeOnce(alice, bob, batch, spare)
+	}
+}
