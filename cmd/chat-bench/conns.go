@@ -67,9 +67,10 @@ func runConns(ctx context.Context, w wire, cfg connsConfig, pid int) *connsResul
 		}
 	}
 	after := sample(pid)
-	if before.server && after.server {
-		d := float64(after.serverRSS-before.serverRSS) / float64(cfg.conns)
-		o := float64(after.serverRSS) / float64(cfg.conns)
+	if before.server && after.server && res.Opened > 0 {
+		// Per connection actually open: a run cut short still measures.
+		d := float64(after.serverRSS-before.serverRSS) / float64(res.Opened)
+		o := float64(after.serverRSS) / float64(res.Opened)
 		res.RSSBefore, res.RSSAfter, res.RSSPerConn, res.RSSOverConn = &before.serverRSS, &after.serverRSS, &d, &o
 	}
 	if err == nil {
