@@ -77,14 +77,12 @@ func (r *registry) logout(name string, sess *session) bool {
 	return true
 }
 
-// lookup returns the session logged in as name, or nil.
-func (r *registry) lookup(name []byte) *session {
+// lookup returns the entry of the user logged in as name, or nil. An
+// entry's name and session never change.
+func (r *registry) lookup(name []byte) *entry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if e := r.byName[string(name)]; e != nil {
-		return e.sess
-	}
-	return nil
+	return r.byName[string(name)]
 }
 
 // names appends every logged-in name to dst, in login order.

@@ -60,6 +60,32 @@ func TestRouteSend(t *testing.T) {
 	}
 }
 
+// TestRouteSendAfterRecipientLeft checks the remembered recipient: once
+// bob has left, a SEND to bob is BAD-DEST-USER, and once someone else logs
+// in as bob, it reaches the new bob.
+func TestRouteSendAfterRecipientLeft(t *testing.T) {
+	alice, bob, send := routePair(t)
+	spare := make([][]byte, 2)
+	routeOnce(alice, bob, send, spare) // alice now remembers bob
+	bob.readEnded(ReasonClientClosed)
+
+	alice.receive(send)
+	if got, _ := alice.out.take(nil); string(got) != "BAD-DEST-USER\n" {
+		t.Fatalf("SEND to bob after bob left: got %q, want BAD-DEST-USER", got)
+	}
+	newBob := alice.srv.newSession(netip.AddrPort{})
+	newBob.link = nopLink{}
+	newBob.receive([]byte("HELLO-FROM bob\n"))
+	newBob.out.take(nil)
+	alice.receive(send)
+	if got, _ := alice.out.take(nil); string(got) != "SEND-OK\n" {
+		t.Fatalf("SEND to the new bob: got %q, want SEND-OK", got)
+	}
+	if got, _ := newBob.out.take(nil); !bytes.HasPrefix(got, []byte("DELIVERY alice ")) {
+		t.Fatalf("the new bob got %q, want the DELIVERY", got)
+	}
+}
+
 // TestRouteSendDoesNotAllocate holds the hot path to zero allocations:
 // parsing, looking up the recipient, queueing the DELIVERY and the SEND-OK.
 func TestRouteSendDoesNotAllocate(t *testing.T) {

@@ -30,6 +30,7 @@ type session struct {
 	handleLine func(line []byte, err error) bool // s.handle, bound once
 	name       string                            // "" until logged in
 	replies    []byte                            // replies not yet queued
+	lastTo     *entry                            // the last recipient looked up; see recipient
 	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
 
@@ -198,19 +199,13 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // It never waits on the recipient's socket: a recipient whose queue is
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
-	to := s.srv.users.lookup(toName)
-	res := closed
-	switch to {
-	case nil:
-	case s:
-		// Our own replies are queued in order, so the DELIVERY goes with them.
-		s.replies = protocol.AppendDelivery(s.replies, s.name, message)
-		res = pushed
-	default:
-		res = to.out.pushDelivery(s.name, message)
-		if res == pushed {
-			to.link.wake()
-		}
+	to, remembered := s.recipient(toName)
+	res := s.deliver(to, message)
+	if res == closed && remembered {
+		// The remembered session ended; the name may be someone else's now.
+		s.lastTo = nil
+		to, _ = s.recipient(toName)
+		res = s.deliver(to, message)
 	}
 	switch res {
 	case pushed:
@@ -223,6 +218,39 @@ func (s *session) send(toName, message []byte) {
 		to.end(ReasonSlowConsumer)
 	}
 	s.reply(protocol.ReplyBadDestUser)
+}
+
+// recipient returns the session logged in as name, or nil, and whether it
+// was remembered from the last SEND. Clients mostly send to the same user
+// many times in a row, and remembering skips the registry's lock and hash
+// on the hot path. A remembered session stays right until it ends; then
+// its outbox is closed, and send asks the registry again.
+func (s *session) recipient(name []byte) (*session, bool) {
+	if e := s.lastTo; e != nil && e.name == string(name) {
+		return e.sess, true
+	}
+	s.lastTo = s.srv.users.lookup(name)
+	if s.lastTo == nil {
+		return nil, false
+	}
+	return s.lastTo.sess, false
+}
+
+// deliver queues a DELIVERY of message from s on to (nil: not logged in).
+func (s *session) deliver(to *session, message []byte) pushResult {
+	switch to {
+	case nil:
+		return closed
+	case s:
+		// Our own replies are queued in order, so the DELIVERY goes with them.
+		s.replies = protocol.AppendDelivery(s.replies, s.name, message)
+		return pushed
+	}
+	res := to.out.pushDelivery(s.name, message)
+	if res == pushed {
+		to.link.wake()
+	}
+	return res
 }
 
 // reply appends a reply without a body and counts it.
