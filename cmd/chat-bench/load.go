@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,11 +32,14 @@ func appendPayload(buf []byte, sender int, seq int64, ts time.Duration, size int
 	buf = appendHex(buf, uint64(seq), seqDigits)
 	buf = append(buf, '-')
 	buf = appendHex(buf, uint64(ts), tsDigits)
-	for range size - minPayload {
-		buf = append(buf, 'x')
+	for pad := size - minPayload; pad > 0; pad -= len(padding) {
+		buf = append(buf, padding[:min(pad, len(padding))]...)
 	}
 	return buf
 }
+
+// padding fills payloads up to their size, a slice at a time.
+var padding = bytes.Repeat([]byte{'x'}, 256)
 
 // parsePayload decodes a payload of size bytes made by appendPayload.
 func parsePayload(p []byte, size int) (sender int, seq int64, ts time.Duration, ok bool) {
