@@ -6,16 +6,13 @@ import (
 	"chatserver/internal/protocol"
 )
 
-const (
-	// keepIdleBytes is the most output buffer a quiet connection holds:
-	// bigger buffers are dropped once it goes quiet, so idle connections
-	// stay small.
-	keepIdleBytes = 4 << 10
-	// keepBusyBytes is the most output buffer a busy connection keeps from
-	// one batch to the next. Regrowing the buffers for every batch cost a
-	// fifth of the server's CPU in the benchmarks.
-	keepBusyBytes = 1 << 20
-)
+// keepIdleBytes is the most output buffer a quiet connection holds. A busy
+// connection keeps its buffers from one batch to the next, whatever their
+// size (the queue's limit bounds them): regrowing them for every batch
+// cost a fifth of the server's CPU in the benchmarks, and most of it with
+// large messages. Once it goes quiet, its link drops buffers bigger than
+// this, so idle connections stay small.
+const keepIdleBytes = 4 << 10
 
 // outbox is a connection's outbound queue: bytes waiting for its link to
 // write them. Any goroutine may add to it; adding never blocks on the
@@ -90,9 +87,6 @@ func (o *outbox) close() {
 // whether the queue is closed. A batch counts against the limit until the
 // next take, so a link takes again until it gets an empty batch.
 func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
-	if cap(spare) > keepBusyBytes {
-		spare = nil
-	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch, o.pending = o.pending, spare[:0]
