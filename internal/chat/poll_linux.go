@@ -130,6 +130,7 @@ type loop struct {
 
 	mu    sync.Mutex
 	woken []*pollConn // guarded by mu: conns with news from other goroutines
+	spare []*pollConn // owned by the loop: the other woken list, swapped in
 }
 
 func newLoop(p *poller) (*loop, error) {
@@ -271,12 +272,14 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 func (l *loop) takeWoken() {
 	l.mu.Lock()
 	woken := l.woken
-	l.woken = nil
+	l.woken = l.spare
 	l.mu.Unlock()
-	for _, pc := range woken {
+	for i, pc := range woken {
 		pc.notified.Store(false)
 		l.queueFlush(pc)
+		woken[i] = nil
 	}
+	l.spare = woken[:0]
 }
 
 func (l *loop) queueFlush(pc *pollConn) {
