@@ -89,6 +89,33 @@ func TestProcess(t *testing.T) {
 		})
 	}
 
+	// With its file descriptors used up, accept fails: the server must
+	// log it, back off, and serve again once descriptors are free.
+	t.Run("out of file descriptors", func(t *testing.T) {
+		t.Parallel()
+		const limit, clients = 32, 40
+		p := startProc(t, "bash", "-c", `ulimit -n `+strconv.Itoa(limit)+` && exec "$0" "$@"`,
+			bin, "-a", "127.0.0.1", "-p", "0")
+		addr := p.listenAddr()
+		var conns []*wire
+		for range clients { // the kernel completes these even when accept cannot
+			conns = append(conns, dial(t, addr))
+		}
+		eventually(t, "an accept failure in the log", func() bool {
+			return strings.Contains(p.stderr.String(), "accept failed")
+		})
+		for _, c := range conns {
+			c.conn.Close()
+		}
+		alice := loggedIn(t, addr, "alice") // waits in the backlog until the server retries
+		alice.send("LIST\n")
+		alice.expect("LIST-OK alice")
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 0 {
+			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr.String())
+		}
+	})
+
 	t.Run("flags apply", func(t *testing.T) {
 		t.Parallel()
 		p := startProc(t, bin, "--address", "127.0.0.1", "--port", "0", "--max-users", "1")
