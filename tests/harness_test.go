@@ -5,7 +5,6 @@ package tests
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 func TestMain(m *testing.M) {
@@ -30,31 +30,8 @@ const replyTimeout = 10 * time.Second
 // by edit (which may be nil), and stops it when the test ends.
 func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 	t.Helper()
-	cfg := chat.DefaultConfig()
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := chat.NewServer(cfg)
-	if err != nil {
-		t.Fatalf("NewServer: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return srv, ln.Addr().String()
+	s := chattest.Start(t, edit)
+	return s.Server, s.Addr
 }
 
 // wire is a raw client connection that speaks the protocol line by line.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/protocol"
 )
 
@@ -30,29 +31,7 @@ func TestMain(m *testing.M) {
 // stops it when the test ends.
 func startChat(t *testing.T, maxUsers int) string {
 	t.Helper()
-	cfg := chat.DefaultConfig()
-	cfg.MaxUsers, cfg.MaxConns = maxUsers, maxUsers+8
-	srv, err := chat.NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	return chattest.Start(t, func(c *chat.Config) { c.MaxUsers, c.MaxConns = maxUsers, maxUsers+8 }).Addr
 }
 
 // runJSON runs the bench with --json and decodes its result into res.

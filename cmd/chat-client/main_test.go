@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +21,7 @@ import (
 
 	"chatserver/internal/certs/certstest"
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/client"
 )
 
@@ -66,24 +66,9 @@ func binary(t *testing.T) string {
 	return build.path
 }
 
-// server is a chat.Server listening on 127.0.0.1 for one test.
-type server struct {
-	srv      *chat.Server
-	addr     string
-	stopOnce sync.Once
-	served   chan error
-}
-
-// startServer starts a server with the default config changed by edit
-// (which may be nil); it is stopped when the test ends, if not before.
-func startServer(t *testing.T, edit func(*chat.Config)) *server {
-	t.Helper()
-	return startServerOn(t, edit, func(ln net.Listener) net.Listener { return ln })
-}
-
 // startTLSServer starts a server that speaks TLS with a new self-signed
 // certificate for 127.0.0.1, and returns it with the certificate's file.
-func startTLSServer(t *testing.T) (*server, string) {
+func startTLSServer(t *testing.T) (*chattest.Server, string) {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -93,44 +78,12 @@ func startTLSServer(t *testing.T) (*server, string) {
 		t.Fatal(err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
-	s := startServerOn(t, nil, func(ln net.Listener) net.Listener { return tls.NewListener(ln, cfg) })
-	return s, certFile
-}
-
-// startServerOn starts a server on a 127.0.0.1 listener wrapped by wrap.
-func startServerOn(t *testing.T, edit func(*chat.Config), wrap func(net.Listener) net.Listener) *server {
-	t.Helper()
-	cfg := chat.DefaultConfig()
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := chat.NewServer(cfg)
+	srv, err := chat.NewServer(chat.DefaultConfig())
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	s := &server{srv: srv, addr: ln.Addr().String(), served: make(chan error, 1)}
-	go func() { s.served <- srv.Serve(wrap(ln)) }()
-	t.Cleanup(func() { s.stop(t) })
-	return s
-}
-
-// stop shuts the server down and waits for it; later calls do nothing.
-func (s *server) stop(t *testing.T) {
-	t.Helper()
-	s.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-s.served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
+	s := chattest.Serve(t, srv, func(ln net.Listener) net.Listener { return tls.NewListener(ln, cfg) })
+	return s, certFile
 }
 
 // proc is a running chat-client process, driven through pipes.
@@ -306,8 +259,8 @@ func libClient(t *testing.T, addr, name string) *client.Conn {
 }
 
 func TestLoginWhoQuit(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("alice")
 	p.send("!who")
 	p.expect("There are 1 online users:", "- alice")
 	p.send("!quit")
@@ -315,17 +268,17 @@ func TestLoginWhoQuit(t *testing.T) {
 }
 
 func TestLongFlags(t *testing.T) {
-	s := startServer(t, nil)
-	host, port, _ := net.SplitHostPort(s.addr)
+	s := chattest.Start(t, nil)
+	host, port, _ := net.SplitHostPort(s.Addr)
 	p := startArgs(t, "--address", host, "--port", port).login("alice")
 	p.stdin.Close() // the end of input quits too
 	p.expectExit(true)
 }
 
 func TestLoginNameTaken(t *testing.T) {
-	s := startServer(t, nil)
-	libClient(t, s.addr, "alice")
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	libClient(t, s.Addr, "alice")
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	p.send("alice")
 	p.expect("Cannot log in as alice. That username is already in use.")
@@ -336,8 +289,8 @@ func TestLoginNameTaken(t *testing.T) {
 }
 
 func TestLoginDisallowedCharacters(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	for _, name := range []string{"a!b", "a@b", "#", "$x", "x%", "^", "&&", "*", "al ice", "a,b", " ", "@bob hi"} {
 		p.send(name)
@@ -352,8 +305,8 @@ func TestLoginDisallowedCharacters(t *testing.T) {
 // TestLoginServerRefusesName covers names the client lets through and the
 // server refuses: the body error is printed and the user may try again.
 func TestLoginServerRefusesName(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	for _, name := range []string{"", "tab\there", strings.Repeat("n", 65)} {
 		p.send(name)
@@ -364,9 +317,9 @@ func TestLoginServerRefusesName(t *testing.T) {
 }
 
 func TestMessagesBothWays(t *testing.T) {
-	s := startServer(t, nil)
-	alice := start(t, s.addr).login("alice")
-	bob := start(t, s.addr).login("bob")
+	s := chattest.Start(t, nil)
+	alice := start(t, s.Addr).login("alice")
+	bob := start(t, s.Addr).login("bob")
 
 	alice.send("@bob hi bob, how are you?")
 	alice.expect("The message was sent successfully")
@@ -384,9 +337,9 @@ func TestMessagesBothWays(t *testing.T) {
 // with no input from the user, in order, and whole however many TCP reads
 // a long one takes.
 func TestDeliveriesWhileIdle(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("bob")
-	alice := libClient(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("bob")
+	alice := libClient(t, s.Addr, "alice")
 	long := strings.Repeat("0123456789abcdef", 32<<10) // 512 KiB
 	msgs := []string{"one", "two", long, "DELIVERY eve fake", "three"}
 	for _, m := range msgs {
@@ -402,17 +355,17 @@ func TestDeliveriesWhileIdle(t *testing.T) {
 }
 
 func TestSendToSelf(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("alice")
 	p.send("@alice note to self")
 	// The delivery printer and the command loop print on their own.
 	p.expectAnyOrder("From alice: note to self", "The message was sent successfully")
 }
 
 func TestUnknownUser(t *testing.T) {
-	s := startServer(t, nil)
-	libClient(t, s.addr, "bob")
-	p := start(t, s.addr).login("alice")
+	s := chattest.Start(t, nil)
+	libClient(t, s.Addr, "bob")
+	p := start(t, s.Addr).login("alice")
 	for _, line := range []string{"@nobody hi", "@Bob hi"} {
 		p.send(line)
 		p.expect("The destination user does not exist")
@@ -420,8 +373,8 @@ func TestUnknownUser(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("alice")
 	for _, line := range []string{"hello", "", " ", "!who ", "!WHO", "who", "!quit now", "!help", "LIST", " @alice hi"} {
 		p.send(line)
 		p.expect("Command doesn't exist")
@@ -431,8 +384,8 @@ func TestUnknownCommand(t *testing.T) {
 }
 
 func TestSendBadBody(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("alice")
 	for _, line := range []string{"@alice", "@alice ", "@alice  \t ", "@", "@ hi", "@a,b hi", "@alice a\rb"} {
 		p.send(line)
 		p.expect(textBadBody)
@@ -442,9 +395,9 @@ func TestSendBadBody(t *testing.T) {
 }
 
 func TestServerBusy(t *testing.T) {
-	s := startServer(t, func(c *chat.Config) { c.MaxUsers = 1 })
-	libClient(t, s.addr, "alice")
-	p := start(t, s.addr)
+	s := chattest.Start(t, func(c *chat.Config) { c.MaxUsers = 1 })
+	libClient(t, s.Addr, "alice")
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	p.send("bob")
 	p.expect("Cannot log in. The server is full!")
@@ -454,26 +407,26 @@ func TestServerBusy(t *testing.T) {
 // TestServerRefusesConnection covers a server over its connection limit,
 // which says BUSY and closes before the user has typed a name.
 func TestServerRefusesConnection(t *testing.T) {
-	s := startServer(t, func(c *chat.Config) { c.MaxConns = 1 })
-	libClient(t, s.addr, "alice")
-	p := start(t, s.addr)
+	s := chattest.Start(t, func(c *chat.Config) { c.MaxConns = 1 })
+	libClient(t, s.Addr, "alice")
+	p := start(t, s.Addr)
 	p.expect(textWelcome, "Cannot log in. The server is full!")
 	p.expectExit(false)
 }
 
 func TestServerGoesAway(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("alice")
-	s.stop(t)
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("alice")
+	s.Stop()
 	p.expect("The server closed the connection.")
 	p.expectExit(false)
 }
 
 func TestServerGoesAwayAtLoginPrompt(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
-	s.stop(t)
+	s.Stop()
 	p.expect("The server closed the connection.")
 	p.expectExit(false)
 }
@@ -492,7 +445,7 @@ func TestCannotConnect(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	s, certFile := startTLSServer(t)
-	host, port, _ := net.SplitHostPort(s.addr)
+	host, port, _ := net.SplitHostPort(s.Addr)
 	p := startArgs(t, "-a", host, "-p", port, "--tls-ca", certFile).login("alice")
 	p.send("!who")
 	p.expect("There are 1 online users:", "- alice")
@@ -502,7 +455,7 @@ func TestTLS(t *testing.T) {
 
 func TestTLSUntrustedServer(t *testing.T) {
 	s, _ := startTLSServer(t)
-	host, port, _ := net.SplitHostPort(s.addr)
+	host, port, _ := net.SplitHostPort(s.Addr)
 	// The system's CAs do not know the test's self-signed certificate.
 	p := startArgs(t, "-a", host, "-p", port, "--tls")
 	p.expect("Error connecting to the server.")
@@ -513,13 +466,13 @@ func TestTLSUntrustedServer(t *testing.T) {
 }
 
 func TestQuitAtLoginPrompt(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	p.send("!quit")
 	p.expectExit(true)
 
-	p = start(t, s.addr)
+	p = start(t, s.Addr)
 	p.expect(textWelcome)
 	p.stdin.Close()
 	p.expectExit(true)
@@ -528,9 +481,9 @@ func TestQuitAtLoginPrompt(t *testing.T) {
 // TestPipedScript feeds a whole script at once and closes the input, as
 // `chat-client < script` does.
 func TestPipedScript(t *testing.T) {
-	s := startServer(t, nil)
-	libClient(t, s.addr, "bob")
-	p := start(t, s.addr)
+	s := chattest.Start(t, nil)
+	libClient(t, s.Addr, "bob")
+	p := start(t, s.Addr)
 	io.WriteString(p.stdin, "bad name\nbob\nalice\n!who\n@bob hi\n@nobody hi\n@bob\nwhat\n@bob bye") // no final "\n"
 	p.stdin.Close()
 	p.expect(
@@ -586,9 +539,9 @@ func TestSanitize(t *testing.T) {
 }
 
 func TestDeliveryIsSanitized(t *testing.T) {
-	s := startServer(t, nil)
-	p := start(t, s.addr).login("bob")
-	alice := libClient(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	p := start(t, s.Addr).login("bob")
+	alice := libClient(t, s.Addr, "alice")
 	if err := alice.Send(t.Context(), "bob", "\x1b[31mred"); err != nil {
 		t.Fatalf("Send: %v", err)
 	}

@@ -2,7 +2,6 @@ package chat_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 func TestMain(m *testing.M) {
@@ -131,23 +131,7 @@ func startPanicky(t *testing.T, noEventLoop bool) (*chat.Server, string) {
 			panic("injected by the test hook")
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return srv, ln.Addr().String()
+	return srv, chattest.Serve(t, srv, nil).Addr
 }
 
 // client is a raw protocol connection.

@@ -94,8 +94,9 @@ func NewServer(cfg Config) (*Server, error) {
 // ErrServerClosed. A plain TCP listener is served by event loops where
 // the platform has them. A failed accept is retried after a growing
 // pause; only a listener closed by someone else stops Serve with another
-// error.
+// error. Like net/http's, Serve closes ln when it returns.
 func (srv *Server) Serve(ln net.Listener) error {
+	defer ln.Close()
 	if !srv.track(ln) {
 		return ErrServerClosed
 	}

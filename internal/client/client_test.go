@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/client"
 	"chatserver/internal/protocol"
 )
@@ -27,51 +28,6 @@ func TestMain(m *testing.M) {
 // timeout bounds every wait. Tests synchronise on replies and deliveries;
 // this only turns a hang into a failure.
 const timeout = 10 * time.Second
-
-// server is a chat.Server listening on 127.0.0.1 for one test.
-type server struct {
-	srv      *chat.Server
-	addr     string
-	stopOnce sync.Once
-	served   chan error
-}
-
-// startServer starts a server with the default config changed by edit
-// (which may be nil); it is stopped when the test ends, if not before.
-func startServer(t *testing.T, edit func(*chat.Config)) *server {
-	t.Helper()
-	cfg := chat.DefaultConfig()
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := chat.NewServer(cfg)
-	if err != nil {
-		t.Fatalf("NewServer: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	s := &server{srv: srv, addr: ln.Addr().String(), served: make(chan error, 1)}
-	go func() { s.served <- srv.Serve(ln) }()
-	t.Cleanup(func() { s.stop(t) })
-	return s
-}
-
-// stop shuts the server down and waits for it; later calls do nothing.
-func (s *server) stop(t *testing.T) {
-	t.Helper()
-	s.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-s.served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-}
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
@@ -178,8 +134,8 @@ func eventually(t *testing.T, what string, check func() bool) {
 }
 
 func TestLogin(t *testing.T) {
-	s := startServer(t, nil)
-	c := dial(t, s.addr)
+	s := chattest.Start(t, nil)
+	c := dial(t, s.Addr)
 	if err := c.Login(testCtx(t), "alice"); err != nil {
 		t.Fatalf("Login: %v", err)
 	}
@@ -190,9 +146,9 @@ func TestLogin(t *testing.T) {
 }
 
 func TestLoginNameInUse(t *testing.T) {
-	s := startServer(t, nil)
-	loggedIn(t, s.addr, "alice")
-	c := dial(t, s.addr)
+	s := chattest.Start(t, nil)
+	loggedIn(t, s.Addr, "alice")
+	c := dial(t, s.Addr)
 	if err := c.Login(testCtx(t), "alice"); err != client.ErrNameInUse {
 		t.Fatalf("Login(alice) again = %v, want ErrNameInUse", err)
 	}
@@ -202,9 +158,9 @@ func TestLoginNameInUse(t *testing.T) {
 }
 
 func TestLoginServerBusy(t *testing.T) {
-	s := startServer(t, func(c *chat.Config) { c.MaxUsers = 1 })
-	loggedIn(t, s.addr, "alice")
-	c := dial(t, s.addr)
+	s := chattest.Start(t, func(c *chat.Config) { c.MaxUsers = 1 })
+	loggedIn(t, s.Addr, "alice")
+	c := dial(t, s.Addr)
 	for range 2 { // the connection stays usable after BUSY
 		if err := c.Login(testCtx(t), "bob"); err != client.ErrServerBusy {
 			t.Fatalf("Login(bob) = %v, want ErrServerBusy", err)
@@ -217,8 +173,8 @@ func TestLoginServerBusy(t *testing.T) {
 }
 
 func TestLoginBadName(t *testing.T) {
-	s := startServer(t, nil)
-	c := dial(t, s.addr)
+	s := chattest.Start(t, nil)
+	c := dial(t, s.Addr)
 	for _, name := range []string{"", "a,b", "a b", "a!", "x\ty", strings.Repeat("n", protocol.MaxNameBytes+1)} {
 		err := c.Login(testCtx(t), name)
 		wantRequestError(t, err, protocol.CmdHelloFrom, protocol.ReplyBadBody)
@@ -227,15 +183,15 @@ func TestLoginBadName(t *testing.T) {
 }
 
 func TestLoginTwice(t *testing.T) {
-	s := startServer(t, nil)
-	c := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	c := loggedIn(t, s.Addr, "alice")
 	wantRequestError(t, c.Login(testCtx(t), "bob"), protocol.CmdHelloFrom, protocol.ReplyBadHeader)
 	wantList(t, c, "alice")
 }
 
 func TestRequestsBeforeLogin(t *testing.T) {
-	s := startServer(t, nil)
-	c := dial(t, s.addr)
+	s := chattest.Start(t, nil)
+	c := dial(t, s.Addr)
 	_, err := c.List(testCtx(t))
 	wantRequestError(t, err, protocol.CmdList, protocol.ReplyBadHeader)
 	wantRequestError(t, c.Send(testCtx(t), "bob", "hi"), protocol.CmdSend, protocol.ReplyBadHeader)
@@ -247,11 +203,11 @@ func TestRequestsBeforeLogin(t *testing.T) {
 }
 
 func TestList(t *testing.T) {
-	s := startServer(t, nil)
+	s := chattest.Start(t, nil)
 	names := []string{"alice", "bob", "carol"}
 	var conns []*client.Conn
 	for _, n := range names {
-		conns = append(conns, loggedIn(t, s.addr, n))
+		conns = append(conns, loggedIn(t, s.Addr, n))
 	}
 	for _, c := range conns {
 		wantList(t, c, names...)
@@ -259,9 +215,9 @@ func TestList(t *testing.T) {
 }
 
 func TestSend(t *testing.T) {
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
+	bob := loggedIn(t, s.Addr, "bob")
 
 	if err := alice.Send(testCtx(t), "bob", "  hello\tthere "); err != nil {
 		t.Fatalf("Send to bob: %v", err)
@@ -278,9 +234,9 @@ func TestSend(t *testing.T) {
 }
 
 func TestSendBadDestUser(t *testing.T) {
-	s := startServer(t, nil)
-	loggedIn(t, s.addr, "bob")
-	c := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	loggedIn(t, s.Addr, "bob")
+	c := loggedIn(t, s.Addr, "alice")
 	for _, to := range []string{"nobody", "Bob"} {
 		if err := c.Send(testCtx(t), to, "hi"); err != client.ErrBadDestUser {
 			t.Errorf("Send to %q = %v, want ErrBadDestUser", to, err)
@@ -289,8 +245,8 @@ func TestSendBadDestUser(t *testing.T) {
 }
 
 func TestSendBadBody(t *testing.T) {
-	s := startServer(t, nil)
-	c := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	c := loggedIn(t, s.Addr, "alice")
 	for _, tc := range []struct{ to, msg string }{
 		{"alice", ""}, {"alice", " \t "}, {"", "hi"}, {"a,b", "hi"}, {"nobody", ""},
 	} {
@@ -299,8 +255,8 @@ func TestSendBadBody(t *testing.T) {
 }
 
 func TestSendSelf(t *testing.T) {
-	s := startServer(t, nil)
-	c := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	c := loggedIn(t, s.Addr, "alice")
 	if err := c.Send(testCtx(t), "alice", "note to self"); err != nil {
 		t.Fatalf("Send to self: %v", err)
 	}
@@ -310,8 +266,8 @@ func TestSendSelf(t *testing.T) {
 }
 
 func TestLineBreakNotSent(t *testing.T) {
-	s := startServer(t, nil)
-	c := dial(t, s.addr)
+	s := chattest.Start(t, nil)
+	c := dial(t, s.Addr)
 	if err := c.Login(testCtx(t), "alice\nLIST"); err != client.ErrLineBreak {
 		t.Fatalf("Login with a line break = %v, want ErrLineBreak", err)
 	}
@@ -332,9 +288,9 @@ func TestPipelinedSends(t *testing.T) {
 		senders = 8
 		each    = 200
 	)
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
+	bob := loggedIn(t, s.Addr, "bob")
 
 	var wg sync.WaitGroup
 	errs := make(chan error, senders)
@@ -380,9 +336,9 @@ func TestPipelinedSends(t *testing.T) {
 // lost nor hold up the replies to the same connection.
 func TestDeliveriesQueued(t *testing.T) {
 	const n = 2000
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
+	bob := loggedIn(t, s.Addr, "bob")
 	for i := range n {
 		if err := alice.Send(testCtx(t), "bob", fmt.Sprint(i)); err != nil {
 			t.Fatalf("Send %d: %v", i, err)
@@ -405,8 +361,8 @@ func (c trickleConn) Read(p []byte) (int, error) {
 }
 
 func TestRepliesSplitAcrossReads(t *testing.T) {
-	s := startServer(t, nil)
-	c, _ := wrap(t, s.addr, func(nc net.Conn) trickleConn { return trickleConn{nc} })
+	s := chattest.Start(t, nil)
+	c, _ := wrap(t, s.Addr, func(nc net.Conn) trickleConn { return trickleConn{nc} })
 	login(t, c, "alice")
 	long := strings.Repeat("0123456789", 10_000) // longer than the read buffer
 	for _, msg := range []string{"hi", long} {
@@ -421,9 +377,9 @@ func TestRepliesSplitAcrossReads(t *testing.T) {
 }
 
 func TestLongDelivery(t *testing.T) {
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
+	bob := loggedIn(t, s.Addr, "bob")
 	msg := strings.Repeat("x", 1<<20-len("SEND bob ")) // the server's longest line
 	for range 2 {
 		if err := alice.Send(testCtx(t), "bob", msg); err != nil {
@@ -490,8 +446,8 @@ func (g *gatedConn) Close() error {
 }
 
 func TestContextAlreadyDone(t *testing.T) {
-	s := startServer(t, nil)
-	c := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	c := loggedIn(t, s.Addr, "alice")
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := c.Send(ctx, "alice", "hi"); err != context.Canceled {
@@ -510,10 +466,10 @@ func TestContextAlreadyDone(t *testing.T) {
 // has handled but whose replies the reader has not seen yet, and checks
 // that the replies to later calls still go to the right calls.
 func TestContextCancelWhileWaiting(t *testing.T) {
-	s := startServer(t, nil)
-	alice, gate := wrap(t, s.addr, newGatedConn)
+	s := chattest.Start(t, nil)
+	alice, gate := wrap(t, s.Addr, newGatedConn)
 	login(t, alice, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	bob := loggedIn(t, s.Addr, "bob")
 
 	gate.hold()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -549,8 +505,8 @@ func TestContextCancelWhileWaiting(t *testing.T) {
 }
 
 func TestContextDeadline(t *testing.T) {
-	s := startServer(t, nil)
-	alice, gate := wrap(t, s.addr, newGatedConn)
+	s := chattest.Start(t, nil)
+	alice, gate := wrap(t, s.Addr, newGatedConn)
 	login(t, alice, "alice")
 	gate.hold()
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
@@ -563,9 +519,9 @@ func TestContextDeadline(t *testing.T) {
 }
 
 func TestServerShutdown(t *testing.T) {
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
-	bob := loggedIn(t, s.addr, "bob")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
+	bob := loggedIn(t, s.Addr, "bob")
 	if err := alice.Send(testCtx(t), "bob", "before"); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
@@ -573,7 +529,7 @@ func TestServerShutdown(t *testing.T) {
 	// reaches bob before the reply to this LIST. (Shutdown drops what a
 	// connection has queued and not yet written.)
 	wantList(t, bob, "alice", "bob")
-	s.stop(t)
+	s.Stop()
 
 	for _, c := range []*client.Conn{alice, bob} {
 		waitDone(t, c)
@@ -604,11 +560,11 @@ func TestServerShutdown(t *testing.T) {
 // TestServerClosesWithCallPending checks that a call waiting for a reply
 // when the server closes the connection gets ErrClosed.
 func TestServerClosesWithCallPending(t *testing.T) {
-	s := startServer(t, nil)
-	alice, gate := wrap(t, s.addr, newGatedConn)
+	s := chattest.Start(t, nil)
+	alice, gate := wrap(t, s.Addr, newGatedConn)
 	login(t, alice, "alice")
 	gate.hold() // the reader does not see the end yet
-	s.stop(t)
+	s.Stop()
 
 	errs := make(chan error, 1)
 	go func() {
@@ -631,8 +587,8 @@ func TestServerClosesWithCallPending(t *testing.T) {
 // TestCloseWithCallPending closes a Conn while a call waits for a reply
 // that has already arrived but is not read yet: the call gets ErrClosed.
 func TestCloseWithCallPending(t *testing.T) {
-	s := startServer(t, nil)
-	alice, gate := wrap(t, s.addr, newGatedConn)
+	s := chattest.Start(t, nil)
+	alice, gate := wrap(t, s.Addr, newGatedConn)
 	login(t, alice, "alice")
 	gate.hold()
 	errs := make(chan error, 1)
@@ -664,8 +620,8 @@ func TestCloseWithCallPending(t *testing.T) {
 // TestCloseDropsUnreadDeliveries closes a Conn with deliveries nobody took:
 // Close still returns, and goleak checks that nothing is left running.
 func TestCloseDropsUnreadDeliveries(t *testing.T) {
-	s := startServer(t, nil)
-	alice := loggedIn(t, s.addr, "alice")
+	s := chattest.Start(t, nil)
+	alice := loggedIn(t, s.Addr, "alice")
 	for i := range 10 {
 		if err := alice.Send(testCtx(t), "alice", fmt.Sprint(i)); err != nil {
 			t.Fatalf("Send: %v", err)
@@ -681,9 +637,9 @@ func TestCloseDropsUnreadDeliveries(t *testing.T) {
 // says BUSY before any request and closes, and the Conn ends with an error
 // that says so.
 func TestConnectionRefusedBusy(t *testing.T) {
-	s := startServer(t, func(c *chat.Config) { c.MaxConns = 1 })
-	loggedIn(t, s.addr, "alice")
-	c := dial(t, s.addr)
+	s := chattest.Start(t, func(c *chat.Config) { c.MaxConns = 1 })
+	loggedIn(t, s.Addr, "alice")
+	c := dial(t, s.Addr)
 	waitDone(t, c)
 	if err := c.Err(); !errors.Is(err, client.ErrServerBusy) || !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Err = %v, want ErrClosed wrapping ErrServerBusy", err)
@@ -707,8 +663,8 @@ func TestDialError(t *testing.T) {
 }
 
 func TestEOFErr(t *testing.T) {
-	s := startServer(t, func(c *chat.Config) { c.LoginTimeout = 10 * time.Millisecond })
-	c := dial(t, s.addr) // never logs in: the server closes it
+	s := chattest.Start(t, func(c *chat.Config) { c.LoginTimeout = 10 * time.Millisecond })
+	c := dial(t, s.Addr) // never logs in: the server closes it
 	waitDone(t, c)
 	if err := c.Err(); !errors.Is(err, io.EOF) || !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Err = %v, want ErrClosed wrapping io.EOF", err)
@@ -768,8 +724,8 @@ func TestContextCancelWhileWriting(t *testing.T) {
 		partial int
 	}{{"nothing written", 0}, {"part of the line written", len("SEN")}} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startServer(t, nil)
-			alice, stuck := wrap(t, s.addr, func(nc net.Conn) *stuckConn {
+			s := chattest.Start(t, nil)
+			alice, stuck := wrap(t, s.Addr, func(nc net.Conn) *stuckConn {
 				return &stuckConn{Conn: nc, partial: tc.partial, blocked: make(chan struct{}), unblock: make(chan struct{})}
 			})
 			login(t, alice, "alice")

@@ -2,8 +2,6 @@ package metrics_test
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/metrics"
 )
 
@@ -33,40 +32,12 @@ const timeout = 10 * time.Second
 // startServer runs a chat server on 127.0.0.1 and its metrics handler
 // on a real HTTP server. The chat server is shut down when the test ends
 // unless the test did it already.
-func startServer(t *testing.T, edit func(*chat.Config)) (srv *chat.Server, addr, metricsURL string) {
+func startServer(t *testing.T, edit func(*chat.Config)) (srv *chattest.Server, addr, metricsURL string) {
 	t.Helper()
-	cfg := chat.DefaultConfig()
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := chat.NewServer(cfg)
-	if err != nil {
-		t.Fatalf("NewServer: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	web := httptest.NewServer(metrics.NewHandler(srv, slog.New(slog.DiscardHandler)))
-	t.Cleanup(func() {
-		web.Close()
-		shutdown(t, srv)
-		if err := <-served; !errors.Is(err, chat.ErrServerClosed) {
-			t.Errorf("Serve = %v, want ErrServerClosed", err)
-		}
-	})
-	return srv, ln.Addr().String(), web.URL
-}
-
-func shutdown(t *testing.T, srv *chat.Server) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
+	srv = chattest.Start(t, edit)
+	web := httptest.NewServer(metrics.NewHandler(srv.Server, slog.New(slog.DiscardHandler)))
+	t.Cleanup(web.Close) // cleanups run in reverse: the handler stops before the chat server
+	return srv, srv.Addr, web.URL
 }
 
 // client is a raw protocol connection that counts the bytes it moves, so
@@ -354,7 +325,7 @@ func TestHealthz(t *testing.T) {
 	// where it is stopped last: a load balancer sees 503 while clients
 	// drain.
 	dial(t, addr).expect("HELLO-FROM alice", "HELLO alice")
-	shutdown(t, srv)
+	srv.Stop()
 	if code, body := health(); code != http.StatusServiceUnavailable || body != "shutting down" {
 		t.Errorf("after Shutdown: /healthz = %d %q, want 503 shutting down", code, body)
 	}

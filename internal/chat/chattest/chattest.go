@@ -1,0 +1,88 @@
+// Package chattest starts chat servers for tests, the way net/http/httptest
+// starts HTTP servers: a real chat.Server on a real listener on
+// 127.0.0.1, stopped when the test ends.
+//
+// Each Server runs one goroutine, the one in which chat.Server.Serve
+// runs; Stop (called by the test or, at the latest, by the test's
+// cleanup) shuts the server down and waits for that goroutine, so a test
+// that checks for leaked goroutines sees none.
+package chattest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"chatserver/internal/chat"
+)
+
+// stopTimeout bounds Stop's wait for the server to shut down. Shutdown
+// normally takes milliseconds; this only turns a hang into a failure.
+const stopTimeout = 10 * time.Second
+
+// Server is a chat.Server serving on 127.0.0.1 for one test.
+type Server struct {
+	*chat.Server
+
+	// Addr is the address clients dial, as "127.0.0.1:port".
+	Addr string
+
+	t        testing.TB
+	served   chan error // receives what Serve returned
+	stopOnce sync.Once
+}
+
+// Start starts a server with chat.DefaultConfig changed by edit (which
+// may be nil). It is stopped when the test ends, if not before.
+func Start(t testing.TB, edit func(*chat.Config)) *Server {
+	t.Helper()
+	cfg := chat.DefaultConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := chat.NewServer(cfg)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	return Serve(t, srv, nil)
+}
+
+// Serve serves srv, which the caller has made and configured (a test
+// hook, say), on a new 127.0.0.1 listener, wrapped by wrap unless wrap is
+// nil (tls.NewListener, say). It is stopped when the test ends, if not
+// before.
+func Serve(t testing.TB, srv *chat.Server, wrap func(net.Listener) net.Listener) *Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	s := &Server{Server: srv, Addr: ln.Addr().String(), t: t, served: make(chan error, 1)}
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	go func() { s.served <- srv.Serve(ln) }()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop shuts the server down, waiting at most 10 seconds, and then waits
+// for Serve to return. It reports a failed Shutdown, or Serve returning
+// anything but chat.ErrServerClosed, as an error of the test. Calls after
+// the first do nothing.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			s.t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-s.served; !errors.Is(err, chat.ErrServerClosed) {
+			s.t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+}
