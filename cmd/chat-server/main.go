@@ -191,7 +191,7 @@ func listenTCP(what, addr string) (net.Listener, error) {
 }
 
 // announced is the address printed on stdout: the host as given (the
-// course's tools expect 0.0.0.0, not [::]) with the port actually bound.
+// protocol's test tools expect 0.0.0.0, not [::]) with the port actually bound.
 func announced(host string, ln net.Listener) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return net.JoinHostPort(host, port)
