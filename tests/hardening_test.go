@@ -173,13 +173,16 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 // long the whole backlog takes to drain.
 func TestSteadyReaderIsNotASlowConsumer(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
+		// Reading everything takes about five seconds, well past the write
+		// timeout, while the socket never goes two seconds without taking
+		// bytes, even on a loaded machine.
 		const (
-			lists     = 12_000 // about 11.7 MiB of replies
+			lists     = 20_000 // about 19.5 MiB of replies
 			readChunk = 32 << 10
 			readGap   = 8 * time.Millisecond // at most 4 MiB/s, never idle longer
 		)
 		srv, addr := start(t, func(c *chat.Config) {
-			c.WriteTimeout = time.Second
+			c.WriteTimeout = 2 * time.Second
 			c.MaxPendingBytes = 32 << 20 // the backlog fits
 		})
 		// 14 users with 64-byte names make each LIST-OK about 1 KiB.
