@@ -1,5 +1,6 @@
 // Package chat is the chat server: it accepts connections, runs a session
-// for each, and keeps the registry of logged-in users.
+// for each, and meets other users through a hub (package hub): in memory
+// for a single server, or across servers in cluster mode.
 //
 // Goroutines. A session is carried by a link. On Linux, plain TCP
 // listeners are served by event loops (poller: one goroutine per CPU,
@@ -12,7 +13,7 @@
 // session as a slow consumer. Server.wg counts live connections; Shutdown
 // waits for them. Serve waits for its own goroutines.
 //
-// Lock order: Server.mu, registry.mu, outbox.mu, loop.mu. No I/O or
+// Lock order: Server.mu, hub.Local.mu, outbox.mu, loop.mu. No I/O or
 // channel send happens under any of them.
 package chat
 
@@ -27,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -54,7 +56,8 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	users    *registry
+	hub      hub.Hub    // who is logged in, cluster-wide in cluster mode
+	here     *hub.Local // hub.Here(): the users of this server
 	counters counters
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup // live connections
@@ -80,10 +83,15 @@ func NewServer(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	h := cfg.Hub
+	if h == nil {
+		h = hub.NewLocal(cfg.MaxUsers)
+	}
 	return &Server{
 		cfg:       cfg,
 		log:       log,
-		users:     newRegistry(cfg.MaxUsers),
+		hub:       h,
+		here:      h.Here(),
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"sync"
 
+	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -152,8 +153,7 @@ func (s *session) dispatch(line []byte) error {
 	case protocol.CmdHelloFrom:
 		s.login(req.Name)
 	case protocol.CmdList:
-		s.replies = protocol.AppendListOK(s.replies, s.srv.users.names(nil))
-		s.tally.replies[protocol.ReplyListOK]++
+		s.list()
 	case protocol.CmdSend:
 		s.send(req.Name, req.Message)
 	}
@@ -161,8 +161,8 @@ func (s *session) dispatch(line []byte) error {
 }
 
 func (s *session) login(name []byte) {
-	claimed, err := s.srv.users.login(name, s)
-	if err != nil {
+	claimed := string(name)
+	if err := s.srv.hub.Join(claimed, s); err != nil {
 		result, reply := loginOutcome(err)
 		s.srv.counters.logins[result].Add(1)
 		s.reply(reply)
@@ -180,15 +180,27 @@ func (s *session) login(name []byte) {
 // logout frees the session's name. The reading side calls it as soon as
 // it stops, so the name is free again with no delay.
 func (s *session) logout() {
-	if s.srv.users.logout(s.name, s) {
-		s.srv.counters.users.Add(-1)
-		s.log().Info("logout", "user", s.name)
+	s.srv.hub.Leave(s.name, s)
+	s.srv.counters.users.Add(-1)
+	s.log().Info("logout", "user", s.name)
+}
+
+// list answers LIST.
+func (s *session) list() {
+	names, err := s.srv.hub.List(nil)
+	if err != nil {
+		// The cluster could not be read in time; the protocol has no
+		// error reply for LIST, so answer with what this server holds.
+		s.log().Warn("list failed; answering with this server's users", "err", err)
+		names, _ = s.srv.here.List(nil)
 	}
+	s.replies = protocol.AppendListOK(s.replies, names)
+	s.tally.replies[protocol.ReplyListOK]++
 }
 
 // loginOutcome is the one place a failed login becomes a wire reply.
 func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
-	if errors.Is(err, ErrNameTaken) {
+	if errors.Is(err, hub.ErrInUse) {
 		return LoginInUse, protocol.ReplyInUse
 	}
 	return LoginBusy, protocol.ReplyBusy
@@ -198,7 +210,7 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // It never waits on the recipient's socket: a recipient whose queue is
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
-	to := s.srv.users.lookup(toName)
+	to, _ := s.srv.here.Lookup(toName).(*session)
 	res := closed
 	switch to {
 	case nil:
@@ -256,4 +268,26 @@ func (s *session) flushReplies() bool {
 		return false
 	}
 	return true
+}
+
+// Deliver queues a DELIVERY from a user of another server (hub.Inbox).
+// A queue over its cap ends the session as a slow consumer.
+func (s *session) Deliver(from string, msg []byte) bool {
+	switch s.out.pushDelivery(from, msg) {
+	case pushed:
+		s.link.wake()
+		s.srv.counters.replies[protocol.ReplyDelivery].Add(1)
+		return true
+	case overflow:
+		s.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
+		s.end(ReasonSlowConsumer)
+	}
+	return false
+}
+
+// Evict ends the session because its name can no longer be vouched for
+// (hub.Inbox).
+func (s *session) Evict() {
+	s.log().Warn("cut off from the cluster: closing the connection")
+	s.end(ReasonFenced)
 }

@@ -288,6 +288,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections_closed_total{reason=server_shutdown}": 0,
 		"chat_connections_closed_total{reason=conn_limit}":      0,
 		"chat_connections_closed_total{reason=internal_error}":  0,
+		"chat_connections_closed_total{reason=fenced}":          0,
 	}
 	families := scrape(t, url)
 	got := samples(families)
