@@ -54,14 +54,19 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 // Server is a chat server. Create it with NewServer, start it with Serve,
 // stop it with Shutdown.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	hub      hub.Hub    // who is logged in, cluster-wide in cluster mode
-	here     *hub.Local // hub.Here(): the users of this server
-	counters counters
-	nextID   atomic.Uint64
-	wg       sync.WaitGroup // live connections
-	done     chan struct{}  // closed when Shutdown begins
+	cfg  Config
+	log  *slog.Logger
+	hub  hub.Hub    // who is logged in, cluster-wide in cluster mode
+	here *hub.Local // hub.Here(): the users of this server
+	// clustered is set when the hub spans servers (Config.Hub): SENDs to
+	// users not here go through it, answered later (remote.go), and
+	// every connection is served by a goroutine pair, whose read loop
+	// may wait on the hub without holding up other connections.
+	clustered bool
+	counters  counters
+	nextID    atomic.Uint64
+	wg        sync.WaitGroup // live connections
+	done      chan struct{}  // closed when Shutdown begins
 
 	// testHookLine, if set, is called with every line before it is
 	// handled; tests use it to inject faults.
@@ -92,6 +97,7 @@ func NewServer(cfg Config) (*Server, error) {
 		log:       log,
 		hub:       h,
 		here:      h.Here(),
+		clustered: cfg.Hub != nil,
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
@@ -108,7 +114,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
-	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
+	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop && !srv.clustered {
 		return srv.servePolled(tcp)
 	}
 	var backoff time.Duration

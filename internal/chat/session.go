@@ -22,8 +22,9 @@ type session struct {
 	srv    *Server
 	id     uint64
 	remote netip.AddrPort
-	out    *outbox // filled by anyone, drained by the link
-	link   link    // set once, before the first byte is received
+	out    *outbox      // filled by anyone, drained by the link
+	held   *heldReplies // cluster mode only: replies waiting behind a remote SEND's
+	link   link         // set once, before the first byte is received
 
 	// Owned by the reading side: the goroutine or event loop that calls
 	// receive.
@@ -61,6 +62,9 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 		framer: protocol.NewFramer(srv.cfg.MaxLineBytes),
 	}
 	s.handleLine = s.handle
+	if srv.clustered {
+		s.held = &heldReplies{}
+	}
 	return s
 }
 
@@ -211,6 +215,10 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
 	to, _ := s.srv.here.Lookup(toName).(*session)
+	if to == nil && s.srv.clustered {
+		s.sendRemote(toName, message)
+		return
+	}
 	res := closed
 	switch to {
 	case nil:
@@ -249,7 +257,12 @@ func (s *session) flushReplies() bool {
 	if len(s.replies) == 0 {
 		return true
 	}
-	res := s.out.push(s.replies)
+	var res pushResult
+	if s.held == nil {
+		res = s.out.push(s.replies)
+	} else {
+		res = s.held.push(s, s.replies)
+	}
 	s.replies = s.replies[:0]
 	if cap(s.replies) > keepOutboxBytes {
 		s.replies = nil

@@ -45,6 +45,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"chatserver/internal/hub"
+	"chatserver/internal/protocol"
 )
 
 // Config is the hub's settings; zero fields take the defaults below.
@@ -53,8 +54,8 @@ type Config struct {
 	Cluster string
 	// MaxUsers is the cluster-wide user limit. Every node must agree.
 	MaxUsers int
-	// MaxMessageBytes is the longest message a SEND may carry; the NATS
-	// server's max payload must hold it plus a name.
+	// MaxMessageBytes bounds the message a SEND may carry (the line cap
+	// will do); the NATS server's max payload must hold it plus a name.
 	MaxMessageBytes int
 	// LeaseTTL is how long a node's lease lives without a refresh.
 	// Default 3s; whole seconds.
@@ -79,7 +80,7 @@ const (
 	replyGone = "gone"
 	// nameOverhead is what a SEND payload adds to a message: the sender's
 	// name and a space.
-	nameOverhead = 64*4 + 1
+	nameOverhead = protocol.MaxNameBytes + 1
 )
 
 var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
