@@ -179,9 +179,6 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Hub, error) {
 	if v := nc.ConnectedServerVersion(); !versionAtLeast(v, minServerVersion) {
 		return nil, fmt.Errorf("NATS server %s is too old: cluster mode needs %s or later", v, minServerVersion)
 	}
-	if need := int64(cfg.MaxMessageBytes + nameOverhead); nc.MaxPayload() < need {
-		return nil, fmt.Errorf("NATS max payload is %d bytes, smaller than a maximal SEND (%d bytes): raise max_payload on the NATS server or lower --max-line-bytes", nc.MaxPayload(), need)
-	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -191,6 +188,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Hub, error) {
 			return nil, errors.New("JetStream is not enabled on the NATS server: start it with -js")
 		}
 		return nil, fmt.Errorf("JetStream account info: %w", err)
+	}
+	if need := int64(cfg.MaxMessageBytes + nameOverhead); nc.MaxPayload() < need {
+		return nil, fmt.Errorf("NATS max payload is %d bytes, smaller than a maximal SEND (%d bytes): raise max_payload on the NATS server or lower --max-line-bytes", nc.MaxPayload(), need)
 	}
 
 	c := cfg.Cluster
