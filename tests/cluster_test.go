@@ -265,9 +265,7 @@ func TestClusterNATSOutage(t *testing.T) {
 
 	proxy.Cut()
 	u2.expectEOF()
-	if got := closedBy(cutSrv, chat.ReasonFenced); got != 1 {
-		t.Errorf("fenced closes = %d, want 1", got)
-	}
+	expectClosed(t, cutSrv, map[chat.CloseReason]uint64{chat.ReasonFenced: 1})
 	late := dial(t, a2)
 	late.send("HELLO-FROM late\n")
 	late.expect("BUSY")
