@@ -13,8 +13,14 @@
 // session as a slow consumer. Server.wg counts live connections; Shutdown
 // waits for them. Serve waits for its own goroutines.
 //
-// Lock order: Server.mu, hub.Local.mu, outbox.mu, loop.mu. No I/O or
-// channel send happens under any of them.
+// Cluster mode (Config.Hub set): every connection is a connLink, because
+// its read loop may wait on the hub (a login, a LIST, a full window of
+// cross-server SENDs). The hub's own goroutines call into sessions only
+// to queue: Deliver, Evict, and the callback that fills a cross-server
+// SEND's place in the session's reply order (remote.go).
+//
+// Lock order: Server.mu, hub.Local.mu, heldReplies.mu, outbox.mu, loop.mu.
+// No I/O or channel send happens under any of them.
 package chat
 
 import (
