@@ -310,6 +310,7 @@ func decodeName(token string) (string, bool) {
 // Join claims name cluster-wide with one publish, subscribes to its
 // delivery subject, and only then makes it visible on this node.
 func (h *Hub) Join(name string, in hub.Inbox) error {
+	epoch := h.fences.Load()
 	if h.fenced.Load() {
 		return hub.ErrFull
 	}
@@ -341,6 +342,15 @@ func (h *Hub) Join(name string, in hub.Inbox) error {
 	h.mu.Lock()
 	h.members[name] = &member{in: in, seq: seq, sub: sub, window: make(chan struct{}, h.cfg.Window)}
 	h.mu.Unlock()
+	// A fence that began during the claim may have evicted everyone
+	// before in was here, and the claim may carry the id the node had
+	// before it rejoined: either way nobody vouches for it any more.
+	// fence sets fenced before it lists the users, so a fence after this
+	// check sees in and evicts it.
+	if h.fenced.Load() || h.fences.Load() != epoch {
+		h.Leave(name, in)
+		return hub.ErrFull
+	}
 	return nil
 }
 
@@ -659,7 +669,7 @@ func (h *Hub) fence(why string) {
 	if h.fenced.Swap(true) {
 		return
 	}
-	h.fences.Add(1)
+	h.fences.Add(1) // after fenced is set, and before it is cleared again: see Join
 	all := h.here.All()
 	h.log.Warn("cut off from the cluster: closing this server's users", "why", why, "users", len(all))
 	for _, in := range all {
