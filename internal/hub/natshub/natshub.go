@@ -433,11 +433,20 @@ type claimInfo struct {
 	seq  uint64
 }
 
-// claims reads every claim, in sequence order: one request per claim,
-// each asking for the next message on the users' subjects.
+// claims reads the claims in sequence order: one request for the last
+// sequence, then one per claim, each asking for the next message on the
+// users' subjects. Claims made after the first request are left out, so
+// what it returns is the set of claims at that moment, less those deleted
+// before they were read: no name twice, never more than MaxUsers, even
+// while users come and go.
 func (h *Hub) claims(ctx context.Context) ([]claimInfo, error) {
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read claims: %w", err)
+	}
+	last := info.State.LastSeq
 	var out []claimInfo
-	for seq := uint64(1); ; {
+	for seq := uint64(1); info.State.Msgs > 0 && seq <= last; {
 		msg, err := h.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(h.usersPrefix+"*"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out, nil
@@ -445,11 +454,15 @@ func (h *Hub) claims(ctx context.Context) ([]claimInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read claims: %w", err)
 		}
+		if msg.Sequence > last {
+			break
+		}
 		if name, ok := decodeName(strings.TrimPrefix(msg.Subject, h.usersPrefix)); ok {
 			out = append(out, claimInfo{name: name, node: string(msg.Data), seq: msg.Sequence})
 		}
 		seq = msg.Sequence + 1
 	}
+	return out, nil
 }
 
 // Send delivers to a user of this node directly, and otherwise publishes

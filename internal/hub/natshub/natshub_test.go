@@ -3,8 +3,10 @@ package natshub_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,5 +151,48 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 			t.Fatalf("no %s within %v", what, limit)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestListUnderChurn: while users come and go on two nodes, List never
+// shows a name twice or more names than the limit.
+func TestListUnderChurn(t *testing.T) {
+	ns := natstest.Run(t)
+	const max = 8
+	hs := []*natshub.Hub{
+		newHub(t, ns.ClientURL(), natshub.Config{MaxUsers: max}),
+		newHub(t, ns.ClientURL(), natshub.Config{MaxUsers: max}),
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			h := hs[i%2]
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprint("u", (i+j)%10)
+				in := hubtest.NewInbox()
+				if h.Join(name, in) == nil {
+					h.Leave(name, in)
+				}
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for range 200 {
+		got, err := hs[0].List(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > max || len(slices.Compact(slices.Sorted(slices.Values(got)))) != len(got) {
+			t.Fatalf("List = %q: over the limit or a name twice", got)
+		}
 	}
 }
