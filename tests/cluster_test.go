@@ -289,3 +289,20 @@ func TestClusterNATSOutage(t *testing.T) {
 	back.expect("LIST-OK u0,u1,u2,back", "SEND-OK")
 	u0.expect("DELIVERY back I am back")
 }
+
+// TestClusterHalfClose: a client that pipelines cross-server SENDs and
+// closes its side at once still gets every reply before its connection
+// ends, as with one server.
+func TestClusterHalfClose(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	addrs := startCluster(t, 2)
+	alice := loggedIn(t, addrs[0], "alice")
+	loggedIn(t, addrs[1], "bob")
+	alice.send(strings.Repeat("SEND bob hi\n", n))
+	if err := alice.conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Repeat([]string{"SEND-OK"}, n)
+	alice.expectEOF(want...)
+}

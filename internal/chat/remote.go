@@ -3,6 +3,7 @@ package chat
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
@@ -25,8 +26,30 @@ var (
 // Lock order: heldReplies.mu, then outbox.mu.
 type heldReplies struct {
 	mu    sync.Mutex
-	slots []*replySlot // guarded by mu; empty: replies go straight to the outbox
-	bytes int          // guarded by mu: bytes held in ready slots
+	slots []*replySlot  // guarded by mu; empty: replies go straight to the outbox
+	bytes int           // guarded by mu: bytes held in ready slots
+	empty chan struct{} // guarded by mu: closed when slots empties; nil while it is empty
+}
+
+// heldRepliesWait bounds how long a session whose client closed its side
+// waits for the replies to its cross-server SENDs before it ends: the
+// hub's answer comes within its RequestTimeout (2 s).
+const heldRepliesWait = 3 * time.Second
+
+// wait returns once no reply is held, or after limit.
+func (h *heldReplies) wait(limit time.Duration) {
+	h.mu.Lock()
+	ch := h.empty
+	h.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
 }
 
 // replySlot is one place in the reply order: a remote SEND's reply (ready
@@ -56,6 +79,9 @@ func (h *heldReplies) push(s *session, b []byte) pushResult {
 func (h *heldReplies) hold() *replySlot {
 	slot := &replySlot{}
 	h.mu.Lock()
+	if len(h.slots) == 0 {
+		h.empty = make(chan struct{})
+	}
 	h.slots = append(h.slots, slot)
 	h.mu.Unlock()
 	return slot
@@ -75,6 +101,10 @@ func (s *session) fill(slot *replySlot, reply []byte) {
 		h.bytes -= len(h.slots[n].b)
 	}
 	h.slots = slices.Delete(h.slots, 0, n)
+	if len(h.slots) == 0 && h.empty != nil {
+		close(h.empty)
+		h.empty = nil
+	}
 	res := pushed
 	if len(out) > 0 {
 		res = s.out.push(out)

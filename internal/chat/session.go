@@ -95,6 +95,11 @@ func (s *session) readEnded(reason CloseReason) {
 	if s.name != "" {
 		s.logout()
 	}
+	if s.held != nil && reason == ReasonClientClosed {
+		// Cluster mode: the replies to cross-server SENDs come later;
+		// a client that closed only its side still gets them.
+		s.held.wait(heldRepliesWait)
+	}
 	s.end(reason)
 }
 
