@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/hub/natshub"
+	"chatserver/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
@@ -33,6 +36,9 @@ func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 	cfg := chat.DefaultConfig()
 	if edit != nil {
 		edit(&cfg)
+	}
+	if os.Getenv("CHAT_TEST_CLUSTER") != "" && cfg.Hub == nil {
+		cfg.Hub = oneNodeHub(t, cfg)
 	}
 	srv, err := chat.NewServer(cfg)
 	if err != nil {
@@ -55,6 +61,21 @@ func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 		}
 	})
 	return srv, ln.Addr().String()
+}
+
+// oneNodeHub is a cluster-mode hub on its own embedded NATS server.
+// With CHAT_TEST_CLUSTER=1, every test that starts a server runs it in
+// cluster mode, as one node: the protocol must not change.
+func oneNodeHub(t testing.TB, cfg chat.Config) *natshub.Hub {
+	t.Helper()
+	ns := natstest.Run(t)
+	nc := natstest.Connect(t, ns.ClientURL())
+	h, err := natshub.New(context.Background(), nc, natshub.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
+	if err != nil {
+		t.Fatalf("natshub.New: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }
 
 // wire is a raw client connection that speaks the protocol line by line.
