@@ -127,6 +127,10 @@ type Hub struct {
 	members   map[string]*member // guarded by mu: this node's users, by name
 	calls     map[uint64]*call   // guarded by mu: remote SENDs awaiting a reply
 	nextToken uint64             // guarded by mu
+
+	listMu    sync.Mutex
+	listKey   listKey  // guarded by listMu: the stream's state when listNames was read
+	listNames []string // guarded by listMu; never modified, only replaced
 }
 
 // member is one of this node's users as NATS knows it.
@@ -413,19 +417,46 @@ func (h *Hub) Leave(name string, in hub.Inbox) {
 	h.unclaim(m.seq)
 }
 
-// List reads the claims in stream order, which is login order.
+// List reads the claims in stream order, which is login order. It asks
+// the stream for its last sequence and message count first: while those
+// have not changed, neither has the set of claims (a claim raises the
+// last sequence, a logout lowers the count), and the last complete read
+// is answered again.
 func (h *Hub) List(dst []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.RequestTimeout)
 	defer cancel()
-	claims, err := h.claims(ctx)
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		return dst, fmt.Errorf("read claims: %w", err)
+	}
+	key := listKey{info.State.LastSeq, info.State.Msgs}
+	h.listMu.Lock()
+	if h.listKey == key && h.listNames != nil {
+		dst = append(dst, h.listNames...)
+		h.listMu.Unlock()
+		return dst, nil
+	}
+	h.listMu.Unlock()
+	claims, err := h.claimsUpTo(ctx, info.State.LastSeq, info.State.Msgs)
 	if err != nil {
 		return dst, err
 	}
+	names := make([]string, 0, len(claims))
 	for _, c := range claims {
-		dst = append(dst, c.name)
+		names = append(names, c.name)
 	}
-	return dst, nil
+	if uint64(len(names)) == info.State.Msgs {
+		// Complete: nothing was deleted while it was read.
+		h.listMu.Lock()
+		h.listKey, h.listNames = key, names
+		h.listMu.Unlock()
+	}
+	return append(dst, names...), nil
 }
+
+// listKey is what the claims stream says about its contents in one
+// request: the set of claims is the same while it is.
+type listKey struct{ lastSeq, msgs uint64 }
 
 type claimInfo struct {
 	name string
@@ -444,9 +475,14 @@ func (h *Hub) claims(ctx context.Context) ([]claimInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read claims: %w", err)
 	}
-	last := info.State.LastSeq
+	return h.claimsUpTo(ctx, info.State.LastSeq, info.State.Msgs)
+}
+
+// claimsUpTo reads the claims up to sequence last; msgs is how many the
+// stream held when last was read.
+func (h *Hub) claimsUpTo(ctx context.Context, last, msgs uint64) ([]claimInfo, error) {
 	var out []claimInfo
-	for seq := uint64(1); info.State.Msgs > 0 && seq <= last; {
+	for seq := uint64(1); msgs > 0 && seq <= last; {
 		msg, err := h.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(h.usersPrefix+"*"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out, nil
