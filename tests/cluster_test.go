@@ -306,3 +306,34 @@ func TestClusterHalfClose(t *testing.T) {
 	want := slices.Repeat([]string{"SEND-OK"}, n)
 	alice.expectEOF(want...)
 }
+
+// TestClusterSlowConsumerAcrossNodes: a recipient on another node that
+// does not read is closed as a slow consumer once its queue would
+// overflow, and the sender is told BAD-DEST-USER, as on one server.
+func TestClusterSlowConsumerAcrossNodes(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Run(t)
+	small := func(c *chat.Config) {
+		c.MaxLineBytes = 64 << 10
+		c.MaxPendingBytes = 256 << 10
+	}
+	_, a0, _ := startNode(t, ns.ClientURL(), small)
+	srv1, a1, _ := startNode(t, ns.ClientURL(), small)
+	sender := loggedIn(t, a0, "sender")
+	lazy := loggedIn(t, a1, "lazy")
+	_ = lazy.conn.SetReadBuffer(16 << 10)
+	line := "SEND lazy " + strings.Repeat("x", 60<<10) + "\n"
+	for i := 0; ; i++ {
+		sender.send(line)
+		r := sender.line()
+		if r == "BAD-DEST-USER" {
+			break
+		}
+		if r != "SEND-OK" || i > 10_000 {
+			t.Fatalf("reply %d = %q, want SEND-OK until BAD-DEST-USER", i, r)
+		}
+	}
+	expectClosed(t, srv1, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
+	sender.send("LIST\n")
+	sender.expect("LIST-OK sender")
+}
