@@ -45,7 +45,8 @@ type Hub interface {
 	// recipient's connection, ErrNoUser otherwise. Sends from one sender
 	// to one recipient arrive in call order. done may run before Send
 	// returns, or later on another goroutine. Send may block while too
-	// many of from's sends are in flight.
+	// many of from's sends are in flight. msg is only read during the
+	// call: the caller may reuse it when Send returns.
 	Send(from, to string, msg []byte, done func(error))
 	// Close releases the hub's resources.
 	Close() error
