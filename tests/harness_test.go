@@ -5,9 +5,11 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,8 @@ import (
 
 	"chatserver/internal/chat"
 	"chatserver/internal/chat/chattest"
+	"chatserver/internal/hub/natshub"
+	"chatserver/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
@@ -30,8 +34,35 @@ const replyTimeout = 10 * time.Second
 // by edit (which may be nil), and stops it when the test ends.
 func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 	t.Helper()
+	// With CHAT_TEST_CLUSTER set, every server runs as a one-node cluster.
+	if os.Getenv("CHAT_TEST_CLUSTER") != "" {
+		user := edit
+		edit = func(c *chat.Config) {
+			if user != nil {
+				user(c)
+			}
+			if c.Hub == nil {
+				c.Hub = oneNodeHub(t, *c)
+			}
+		}
+	}
 	s := chattest.Start(t, edit)
 	return s.Server, s.Addr
+}
+
+// oneNodeHub is a cluster-mode hub on its own embedded NATS server.
+// With CHAT_TEST_CLUSTER=1, every test that starts a server runs it in
+// cluster mode, as one node: the protocol must not change.
+func oneNodeHub(t testing.TB, cfg chat.Config) *natshub.Hub {
+	t.Helper()
+	ns := natstest.Run(t)
+	nc := natstest.Connect(t, ns.ClientURL())
+	h, err := natshub.New(context.Background(), nc, natshub.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
+	if err != nil {
+		t.Fatalf("natshub.New: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }
 
 // wire is a raw client connection that speaks the protocol line by line.

@@ -95,6 +95,7 @@ func userName(role string, i int) string { return role + strconv.Itoa(i) }
 // loadConfig is one pairs or fanin run.
 type loadConfig struct {
 	addr     string
+	recvAddr string // where receivers log in: another server of a cluster, or addr
 	shape    shape
 	senders  int
 	messages int64 // per sender
@@ -212,7 +213,11 @@ func runLoad(ctx context.Context, w wire, cfg loadConfig, pid int) (*loadResult,
 // that every recipient is ready before the first message.
 func (l *load) connect() error {
 	open := func(user string, receiver bool) (*conn, error) {
-		c, err := dial(l.ctx, l.cfg.addr, nil)
+		addr := l.cfg.addr
+		if receiver && l.cfg.recvAddr != "" {
+			addr = l.cfg.recvAddr
+		}
+		c, err := dial(l.ctx, addr, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", user, err)
 		}

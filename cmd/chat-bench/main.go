@@ -68,6 +68,7 @@ var errChecksFailed = errors.New("checks failed")
 type options struct {
 	shape    string
 	addr     string
+	recvAddr string
 	target   string
 	n        int
 	m        int64
@@ -93,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res, ok = r, r.OK
 	} else {
 		r, err := runLoad(ctx, w, loadConfig{
-			addr: opts.addr, shape: shapes[opts.shape], senders: opts.n, messages: opts.m,
+			addr: opts.addr, recvAddr: opts.recvAddr, shape: shapes[opts.shape], senders: opts.n, messages: opts.m,
 			size: opts.size, window: opts.window, timeout: opts.timeout,
 		}, opts.pid)
 		if err != nil {
@@ -131,6 +132,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs := flag.NewFlagSet("chat-bench", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&opts.addr, "addr", opts.addr, "server `host:port`; must be a loopback address")
+	fs.StringVar(&opts.recvAddr, "recv-addr", opts.recvAddr, "pairs, fanin: receivers log in on this `host:port` instead (another server of a cluster: cross-server SENDs)")
 	fs.StringVar(&opts.target, "target", opts.target, "server protocol: chat or nats")
 	fs.IntVar(&opts.n, "n", opts.n, "senders (pairs, fanin) or connections (conns)")
 	fs.Int64Var(&opts.m, "m", opts.m, "messages per sender")
@@ -181,6 +183,11 @@ func (o options) validate() error {
 	check(o.window >= 1, "--window must be at least 1, got %d", o.window)
 	check(o.timeout > 0, "--timeout must be positive, got %v", o.timeout)
 	check(o.srcAddrs >= 1 && o.srcAddrs <= 254, "--src-addrs must be between 1 and 254, got %d", o.srcAddrs)
+	if o.recvAddr != "" {
+		if err := checkLoopback(o.recvAddr); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := checkLoopback(o.addr); err != nil {
 		errs = append(errs, err)
 	} else if o.srcAddrs > 1 && !netip.MustParseAddrPort(o.addr).Addr().Is4() {

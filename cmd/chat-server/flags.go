@@ -21,6 +21,8 @@ type options struct {
 	tlsCert        string
 	tlsKey         string
 	metricsAddress string // "": no metrics listener
+	natsURL        string // "": a single server, no NATS
+	clusterName    string
 	logLevel       slog.Level
 	logFormat      logFormat
 	chat           chat.Config
@@ -29,7 +31,7 @@ type options struct {
 // parseFlags reads the command line. -h prints the usage to stdout and
 // returns flag.ErrHelp; a bad flag returns one error line.
 func parseFlags(args []string, stdout io.Writer) (options, error) {
-	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, logFormat: "text", chat: chat.DefaultConfig()}
+	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, logFormat: "text", clusterName: "chat", chat: chat.DefaultConfig()}
 	fs := flag.NewFlagSet("chat-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, usage is printed on -h only
 	c := &opts.chat
@@ -53,6 +55,8 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&opts.tlsCert, "tls-cert", opts.tlsCert, "PEM certificate file (chain) for --tls-port; reread on SIGHUP")
 	fs.StringVar(&opts.tlsKey, "tls-key", opts.tlsKey, "PEM private key file for --tls-cert; reread on SIGHUP")
 	fs.StringVar(&opts.metricsAddress, "metrics-address", opts.metricsAddress, "host:port for HTTP /metrics (Prometheus) and /healthz")
+	fs.StringVar(&opts.natsURL, "nats-url", opts.natsURL, "cluster mode: NATS server (with JetStream) that the servers of the cluster share, as nats://host:port")
+	fs.StringVar(&opts.clusterName, "cluster-name", opts.clusterName, "cluster mode: prefix of every NATS subject, stream and bucket; servers with the same name form one cluster")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

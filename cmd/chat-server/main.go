@@ -20,8 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"chatserver/internal/certs"
 	"chatserver/internal/chat"
+	"chatserver/internal/hub/natshub"
 	"chatserver/internal/metrics"
 )
 
@@ -56,6 +60,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(stderr, opts.logFormat, opts.logLevel)
 	opts.chat.Logger = log
+	var metricsOpts []prometheus.Collector
+	if opts.natsURL != "" {
+		h, closeHub, err := joinCluster(opts, log)
+		if err != nil {
+			return err
+		}
+		defer closeHub()
+		opts.chat.Hub = h
+		metricsOpts = append(metricsOpts, metrics.NewClusterCollector(func() metrics.ClusterStats {
+			st := h.Stats()
+			return metrics.ClusterStats{Connected: st.Connected, Fenced: st.Fenced, CrossServer: st.Remote, Fences: st.Fences}
+		}))
+	}
 	srv, err := chat.NewServer(opts.chat)
 	if err != nil {
 		return err
@@ -99,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var web *http.Server
 	if lns.metrics != nil {
 		web = &http.Server{
-			Handler:           metrics.NewHandler(srv, log),
+			Handler:           metrics.NewHandler(srv, log, metricsOpts...),
 			ReadHeaderTimeout: readHeaderTimeout,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
@@ -138,6 +155,48 @@ wait:
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// joinCluster connects to NATS and joins the cluster. Each failed
+// start-up check is one error line. closeHub leaves the cluster and closes
+// the connection; call it after the chat server's Shutdown.
+func joinCluster(opts options, log *slog.Logger) (*natshub.Hub, func(), error) {
+	nc, err := nats.Connect(opts.natsURL,
+		nats.Name("chat-server"),
+		nats.Timeout(2*time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		// No buffering while disconnected: a SEND then fails at once
+		// (BAD-DEST-USER) instead of being delivered late, after its
+		// sender was told it failed.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", opts.natsURL, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := natshub.New(ctx, nc, natshub.Config{
+		Cluster:         opts.clusterName,
+		MaxUsers:        opts.chat.MaxUsers,
+		MaxMessageBytes: opts.chat.MaxLineBytes,
+		Logger:          log,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	log.Info("joined the cluster", "nats", nc.ConnectedUrlRedacted(), "cluster", opts.clusterName, "nats_version", nc.ConnectedServerVersion())
+	return h, func() {
+		h.Close()
+		nc.Close()
+	}, nil
 }
 
 // listeners are the process's sockets; nil ones were not asked for.

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/certs/certstest"
+	"chatserver/internal/natstest"
 )
 
 // childEnv makes the test binary run main instead of the tests, so a
@@ -503,4 +504,45 @@ func TestTLSHandshakeCountsAgainstLoginTimeout(t *testing.T) {
 	s.stderr.waitFor(t, "the close line", func(l string) bool {
 		return strings.Contains(l, `"connection closed"`) && strings.Contains(l, `"reason":"login_timeout"`)
 	})
+}
+
+// TestClusterStartupErrors: each start-up check of cluster mode is one
+// error line, and nothing is announced.
+func TestClusterStartupErrors(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := "nats://" + closed.Addr().String()
+	closed.Close()
+	withJS := natstest.Run(t) // max payload 4 MiB
+	noJS := natstest.RunWithoutJetStream(t)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // a prefix of the error line
+	}{
+		{"unreachable", []string{"--nats-url", nowhere},
+			"cannot reach NATS at " + nowhere + ": "},
+		{"no jetstream", []string{"--nats-url", noJS.ClientURL()},
+			"JetStream is not enabled on the NATS server: start it with -js"},
+		{"payload too small", []string{"--nats-url", withJS.ClientURL(), "--max-line-bytes", "5000000", "--max-pending-bytes", "8000000"},
+			"NATS max payload is 4194304 bytes, smaller than a maximal SEND (5000065 bytes)"},
+		{"bad cluster name", []string{"--nats-url", withJS.ClientURL(), "--cluster-name", "a.b"},
+			`cluster name "a.b": use 1 to 32 letters, digits, '-' or '_'`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			err := run(ctx, append([]string{"-a", "127.0.0.1", "-p", "0"}, tc.args...), &stdout, &stderr)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("run = %v\nwant one line starting %s", err, tc.want)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("stdout = %q, want nothing: no listener may be announced", stdout.String())
+			}
+		})
+	}
 }

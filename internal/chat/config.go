@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -40,6 +41,10 @@ type Config struct {
 	// two CPUs (at least one), which leaves the other CPUs to the kernel's
 	// TCP work, TLS connections and the runtime.
 	EventLoops int
+	// Hub, if set, is where users meet across servers (cluster mode,
+	// package natshub). Nil means a single server: an in-memory hub.Local
+	// with MaxUsers places.
+	Hub hub.Hub
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }

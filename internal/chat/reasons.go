@@ -19,6 +19,7 @@ const (
 	ReasonServerShutdown                    // the server is shutting down
 	ReasonConnLimit                         // MaxConns connections were already open
 	ReasonInternalError                     // a bug: a panic in its handler
+	ReasonFenced                            // cluster mode: this server was cut off from NATS too long
 	NumCloseReasons
 )
 
@@ -30,6 +31,7 @@ var reasonNames = [NumCloseReasons]string{
 	ReasonServerShutdown: "server_shutdown",
 	ReasonConnLimit:      "conn_limit",
 	ReasonInternalError:  "internal_error",
+	ReasonFenced:         "fenced",
 }
 
 // String returns the reason's name as it appears in logs and metrics.

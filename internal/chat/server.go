@@ -1,5 +1,6 @@
 // Package chat is the chat server: it accepts connections, runs a session
-// for each, and keeps the registry of logged-in users.
+// for each, and meets other users through a hub (package hub): in memory
+// for a single server, or across servers in cluster mode.
 //
 // Goroutines. A session is carried by a link. On Linux, plain TCP
 // listeners are served by event loops (poller: one goroutine per CPU,
@@ -12,8 +13,14 @@
 // session as a slow consumer. Server.wg counts live connections; Shutdown
 // waits for them. Serve waits for its own goroutines.
 //
-// Lock order: Server.mu, registry.mu, outbox.mu, loop.mu. No I/O or
-// channel send happens under any of them.
+// Cluster mode (Config.Hub set): every connection is a connLink, because
+// its read loop may wait on the hub (a login, a LIST, a full window of
+// cross-server SENDs). The hub's own goroutines call into sessions only
+// to queue: Deliver, Evict, and the callback that fills a cross-server
+// SEND's place in the session's reply order (remote.go).
+//
+// Lock order: Server.mu, hub.Local.mu, heldReplies.mu, outbox.mu, loop.mu.
+// No I/O or channel send happens under any of them.
 package chat
 
 import (
@@ -27,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -52,13 +60,19 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 // Server is a chat server. Create it with NewServer, start it with Serve,
 // stop it with Shutdown.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	users    *registry
-	counters counters
-	nextID   atomic.Uint64
-	wg       sync.WaitGroup // live connections
-	done     chan struct{}  // closed when Shutdown begins
+	cfg  Config
+	log  *slog.Logger
+	hub  hub.Hub    // who is logged in, cluster-wide in cluster mode
+	here *hub.Local // hub.Here(): the users of this server
+	// clustered is set when the hub spans servers (Config.Hub): SENDs to
+	// users not here go through it, answered later (remote.go), and
+	// every connection is served by a goroutine pair, whose read loop
+	// may wait on the hub without holding up other connections.
+	clustered bool
+	counters  counters
+	nextID    atomic.Uint64
+	wg        sync.WaitGroup // live connections
+	done      chan struct{}  // closed when Shutdown begins
 
 	// testHookLine, if set, is called with every line before it is
 	// handled; tests use it to inject faults.
@@ -80,10 +94,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	h := cfg.Hub
+	if h == nil {
+		h = hub.NewLocal(cfg.MaxUsers)
+	}
 	return &Server{
 		cfg:       cfg,
 		log:       log,
-		users:     newRegistry(cfg.MaxUsers),
+		hub:       h,
+		here:      h.Here(),
+		clustered: cfg.Hub != nil,
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
@@ -101,7 +121,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
-	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
+	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop && !srv.clustered {
 		return srv.servePolled(tcp)
 	}
 	var backoff time.Duration

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"sync"
 
+	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -21,8 +22,9 @@ type session struct {
 	srv    *Server
 	id     uint64
 	remote netip.AddrPort
-	out    *outbox // filled by anyone, drained by the link
-	link   link    // set once, before the first byte is received
+	out    *outbox      // filled by anyone, drained by the link
+	held   *heldReplies // cluster mode only: replies waiting behind a remote SEND's
+	link   link         // set once, before the first byte is received
 
 	// Owned by the reading side: the goroutine or event loop that calls
 	// receive.
@@ -30,7 +32,8 @@ type session struct {
 	handleLine func(line []byte, err error) bool // s.handle, bound once
 	name       string                            // "" until logged in
 	replies    []byte                            // replies not yet queued
-	lastTo     *entry                            // the last recipient looked up; see recipient
+	lastTo     *session                          // the last local recipient looked up; see recipient
+	lastToName string                            // the name lastTo was looked up by
 	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
 
@@ -61,6 +64,9 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 		framer: protocol.NewFramer(srv.cfg.MaxLineBytes),
 	}
 	s.handleLine = s.handle
+	if srv.clustered {
+		s.held = &heldReplies{}
+	}
 	return s
 }
 
@@ -90,6 +96,11 @@ func (s *session) readEnded(reason CloseReason) {
 	s.srv.counters.add(&s.tally)
 	if s.name != "" {
 		s.logout()
+	}
+	if s.held != nil && reason == ReasonClientClosed {
+		// Cluster mode: the replies to cross-server SENDs come later;
+		// a client that closed only its side still gets them.
+		s.held.wait(heldRepliesWait)
 	}
 	s.end(reason)
 }
@@ -153,8 +164,7 @@ func (s *session) dispatch(line []byte) error {
 	case protocol.CmdHelloFrom:
 		s.login(req.Name)
 	case protocol.CmdList:
-		s.replies = protocol.AppendListOK(s.replies, s.srv.users.names(nil))
-		s.tally.replies[protocol.ReplyListOK]++
+		s.list()
 	case protocol.CmdSend:
 		s.send(req.Name, req.Message)
 	}
@@ -162,8 +172,8 @@ func (s *session) dispatch(line []byte) error {
 }
 
 func (s *session) login(name []byte) {
-	claimed, err := s.srv.users.login(name, s)
-	if err != nil {
+	claimed := string(name)
+	if err := s.srv.hub.Join(claimed, s); err != nil {
 		result, reply := loginOutcome(err)
 		s.srv.counters.logins[result].Add(1)
 		s.reply(reply)
@@ -181,15 +191,27 @@ func (s *session) login(name []byte) {
 // logout frees the session's name. The reading side calls it as soon as
 // it stops, so the name is free again with no delay.
 func (s *session) logout() {
-	if s.srv.users.logout(s.name, s) {
-		s.srv.counters.users.Add(-1)
-		s.log().Info("logout", "user", s.name)
+	s.srv.hub.Leave(s.name, s)
+	s.srv.counters.users.Add(-1)
+	s.log().Info("logout", "user", s.name)
+}
+
+// list answers LIST.
+func (s *session) list() {
+	names, err := s.srv.hub.List(nil)
+	if err != nil {
+		// The cluster could not be read in time; the protocol has no
+		// error reply for LIST, so answer with what this server holds.
+		s.log().Warn("list failed; answering with this server's users", "err", err)
+		names, _ = s.srv.here.List(nil)
 	}
+	s.replies = protocol.AppendListOK(s.replies, names)
+	s.tally.replies[protocol.ReplyListOK]++
 }
 
 // loginOutcome is the one place a failed login becomes a wire reply.
 func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
-	if errors.Is(err, ErrNameTaken) {
+	if errors.Is(err, hub.ErrInUse) {
 		return LoginInUse, protocol.ReplyInUse
 	}
 	return LoginBusy, protocol.ReplyBusy
@@ -200,11 +222,18 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
 	to, remembered := s.recipient(toName)
+	if to == nil && s.srv.clustered {
+		s.sendRemote(toName, message)
+		return
+	}
 	res := s.deliver(to, message)
 	if res == closed && remembered {
 		// The remembered session ended; the name may be someone else's now.
 		s.lastTo = nil
-		to, _ = s.recipient(toName)
+		if to, _ = s.recipient(toName); to == nil && s.srv.clustered {
+			s.sendRemote(toName, message)
+			return
+		}
 		res = s.deliver(to, message)
 	}
 	switch res {
@@ -220,20 +249,20 @@ func (s *session) send(toName, message []byte) {
 	s.reply(protocol.ReplyBadDestUser)
 }
 
-// recipient returns the session logged in as name, or nil, and whether it
-// was remembered from the last SEND. Clients mostly send to the same user
-// many times in a row, and remembering skips the registry's lock and hash
-// on the hot path. A remembered session stays right until it ends; then
-// its outbox is closed, and send asks the registry again.
+// recipient returns the session logged in on this server as name, or nil,
+// and whether it was remembered from the last SEND. Clients mostly send to
+// the same user many times in a row, and remembering skips the hub's lock
+// and hash on the hot path. A remembered session stays right until it
+// ends; then its outbox is closed, and send asks the hub again.
 func (s *session) recipient(name []byte) (*session, bool) {
-	if e := s.lastTo; e != nil && e.name == string(name) {
-		return e.sess, true
+	if s.lastTo != nil && s.lastToName == string(name) {
+		return s.lastTo, true
 	}
-	s.lastTo = s.srv.users.lookup(name)
-	if s.lastTo == nil {
-		return nil, false
+	s.lastTo, _ = s.srv.here.Lookup(name).(*session)
+	if s.lastTo != nil {
+		s.lastToName = string(name) // once per new recipient
 	}
-	return s.lastTo.sess, false
+	return s.lastTo, false
 }
 
 // deliver queues a DELIVERY of message from s on to (nil: not logged in).
@@ -265,7 +294,12 @@ func (s *session) flushReplies() bool {
 	if len(s.replies) == 0 {
 		return true
 	}
-	res := s.out.push(s.replies)
+	var res pushResult
+	if s.held == nil {
+		res = s.out.push(s.replies)
+	} else {
+		res = s.held.push(s, s.replies)
+	}
 	s.replies = dropBig(s.replies[:0])
 	switch res {
 	case pushed:
@@ -281,4 +315,26 @@ func (s *session) flushReplies() bool {
 		return false
 	}
 	return true
+}
+
+// Deliver queues a DELIVERY from a user of another server (hub.Inbox).
+// A queue over its cap ends the session as a slow consumer.
+func (s *session) Deliver(from string, msg []byte) bool {
+	switch s.out.pushDelivery(from, msg) {
+	case pushed:
+		s.link.wake()
+		s.srv.counters.replies[protocol.ReplyDelivery].Add(1)
+		return true
+	case overflow:
+		s.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
+		s.end(ReasonSlowConsumer)
+	}
+	return false
+}
+
+// Evict ends the session because its name can no longer be vouched for
+// (hub.Inbox).
+func (s *session) Evict() {
+	s.log().Warn("cut off from the cluster: closing the connection")
+	s.end(ReasonFenced)
 }

@@ -89,13 +89,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // The metrics live in a registry of their own, not the global one, so two
 // servers in one process (as in tests) do not collide. Collection errors
 // are logged to log and the metrics that could be gathered are served.
-func NewHandler(srv *chat.Server, log *slog.Logger) http.Handler {
+//
+// extra collectors (the cluster's, say) are served with them.
+func NewHandler(srv *chat.Server, log *slog.Logger, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		NewCollector(srv),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(extra...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      errorLog{log},
@@ -118,4 +121,50 @@ type errorLog struct{ log *slog.Logger }
 
 func (l errorLog) Println(v ...any) {
 	l.log.Warn("metrics: collection failed", "err", fmt.Sprint(v...))
+}
+
+// ClusterStats are a cluster-mode server's figures.
+type ClusterStats struct {
+	Connected   bool   // the NATS connection is up
+	Fenced      bool   // cut off from the cluster: users closed, logins refused
+	CrossServer uint64 // SENDs that went to a user of another server
+	Fences      uint64 // times the server cut itself off
+}
+
+// clusterCollector reads ClusterStats at scrape time.
+type clusterCollector struct {
+	stats                                  func() ClusterStats
+	connected, fenced, crossServer, fences *prometheus.Desc
+}
+
+// NewClusterCollector returns a collector of a cluster-mode server's
+// figures, named chat_cluster_*.
+func NewClusterCollector(stats func() ClusterStats) prometheus.Collector {
+	return &clusterCollector{
+		stats:       stats,
+		connected:   prometheus.NewDesc("chat_cluster_nats_connected", "1 while the connection to NATS is up.", nil, nil),
+		fenced:      prometheus.NewDesc("chat_cluster_fenced", "1 while this server is cut off from the cluster (its users closed, logins answered BUSY).", nil, nil),
+		crossServer: prometheus.NewDesc("chat_cluster_cross_server_sends_total", "SENDs to a user of another server, through NATS.", nil, nil),
+		fences:      prometheus.NewDesc("chat_cluster_fences_total", "Times this server cut itself off after it could no longer prove its users' names.", nil, nil),
+	}
+}
+
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.connected, c.fenced, c.crossServer, c.fences} {
+		ch <- d
+	}
+}
+
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, b(st.Connected))
+	ch <- prometheus.MustNewConstMetric(c.fenced, prometheus.GaugeValue, b(st.Fenced))
+	ch <- prometheus.MustNewConstMetric(c.crossServer, prometheus.CounterValue, float64(st.CrossServer))
+	ch <- prometheus.MustNewConstMetric(c.fences, prometheus.CounterValue, float64(st.Fences))
 }

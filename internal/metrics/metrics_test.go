@@ -259,6 +259,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections_closed_total{reason=server_shutdown}": 0,
 		"chat_connections_closed_total{reason=conn_limit}":      0,
 		"chat_connections_closed_total{reason=internal_error}":  0,
+		"chat_connections_closed_total{reason=fenced}":          0,
 	}
 	families := scrape(t, url)
 	got := samples(families)
@@ -332,5 +333,24 @@ func TestHealthz(t *testing.T) {
 	got := samples(scrape(t, url))
 	if got["chat_connections_closed_total{reason=server_shutdown}"] != 1 {
 		t.Errorf("server_shutdown closes = %v, want 1", got["chat_connections_closed_total{reason=server_shutdown}"])
+	}
+}
+
+func TestClusterMetrics(t *testing.T) {
+	srv, _, _ := startServer(t, nil)
+	st := metrics.ClusterStats{Connected: true, CrossServer: 7, Fences: 2}
+	web := httptest.NewServer(metrics.NewHandler(srv.Server, slog.New(slog.DiscardHandler),
+		metrics.NewClusterCollector(func() metrics.ClusterStats { return st })))
+	defer web.Close()
+	got := samples(scrape(t, web.URL))
+	for k, w := range map[string]float64{
+		"chat_cluster_nats_connected":           1,
+		"chat_cluster_fenced":                   0,
+		"chat_cluster_cross_server_sends_total": 7,
+		"chat_cluster_fences_total":             2,
+	} {
+		if got[k] != w {
+			t.Errorf("%s = %v, want %v", k, got[k], w)
+		}
 	}
 }
