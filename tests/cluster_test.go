@@ -53,35 +53,6 @@ func startCluster(t *testing.T, n int) []string {
 	return addrs
 }
 
-// raceLoginsAcross is raceLogins with connection i on addrs[i%len(addrs)].
-func raceLoginsAcross(t *testing.T, addrs []string, names []string) ([]*wire, []string) {
-	t.Helper()
-	conns := make([]*wire, len(names))
-	for i := range conns {
-		conns[i] = dial(t, addrs[i%len(addrs)])
-	}
-	start := make(chan struct{})
-	errs := make(chan error, len(conns))
-	for i, w := range conns {
-		go func() {
-			<-start
-			_, err := w.conn.Write([]byte("HELLO-FROM " + names[i] + "\n"))
-			errs <- err
-		}()
-	}
-	close(start)
-	for range conns {
-		if err := <-errs; err != nil {
-			t.Fatalf("write: %v", err)
-		}
-	}
-	replies := make([]string, len(conns))
-	for i, w := range conns {
-		replies[i] = w.line()
-	}
-	return conns, replies
-}
-
 func TestClusterLoginRaceForSlots(t *testing.T) {
 	t.Parallel()
 	addrs := startCluster(t, 2)

@@ -343,9 +343,16 @@ func TestNameFreedAtOnce(t *testing.T) {
 // replies in the same order.
 func raceLogins(t *testing.T, addr string, names []string) ([]*wire, []string) {
 	t.Helper()
+	return raceLoginsAcross(t, []string{addr}, names)
+}
+
+// raceLoginsAcross is raceLogins with connection i on addrs[i%len(addrs)],
+// for a cluster of servers.
+func raceLoginsAcross(t *testing.T, addrs []string, names []string) ([]*wire, []string) {
+	t.Helper()
 	conns := make([]*wire, len(names))
 	for i := range conns {
-		conns[i] = dial(t, addr)
+		conns[i] = dial(t, addrs[i%len(addrs)])
 	}
 	start := make(chan struct{})
 	errs := make(chan error, len(conns))
