@@ -3,7 +3,7 @@
 // for a single server, or across servers in cluster mode.
 //
 // Goroutines. A session is carried by a link. On Linux, plain TCP
-// listeners are served by event loops (poller: one goroutine per CPU,
+// listeners are served by event loops (poller: Config.EventLoops goroutines,
 // each waiting in epoll for many connections), so an idle connection costs
 // no goroutine and no read buffer. Any other listener (TLS, say) is served
 // with two goroutines per connection (connLink): a read loop and a write
