@@ -190,7 +190,7 @@ func (s *oneShot) ack() error { s.acks++; return nil }
 // unexpected is the error for a line a wire did not expect.
 func unexpected(line []byte) error {
 	if len(line) > clipReply {
-		return fmt.Errorf("unexpected reply %q...", line[:clipReply])
+		return fmt.Errorf("unexpected reply %q (first %d bytes)", line[:clipReply], clipReply)
 	}
 	return fmt.Errorf("unexpected reply %q", line)
 }
