@@ -96,20 +96,7 @@ func TestClusterLoginRaceForOneName(t *testing.T) {
 		names[i] = "same"
 	}
 	_, replies := raceLoginsAcross(t, addrs, names)
-	hello, inUse := 0, 0
-	for _, r := range replies {
-		switch r {
-		case "HELLO same":
-			hello++
-		case "IN-USE":
-			inUse++
-		default:
-			t.Errorf("got %q, want HELLO same or IN-USE", r)
-		}
-	}
-	if hello != 1 || inUse != 19 {
-		t.Fatalf("got %d HELLO and %d IN-USE, want 1 and 19", hello, inUse)
-	}
+	expectOneHello(t, "same", replies)
 }
 
 // TestClusterPipelinedSends: 2,000 SENDs written at once to a user on

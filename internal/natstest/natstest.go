@@ -18,7 +18,7 @@ import (
 // directory, on a free loopback port. It stops when the test ends.
 func Run(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
+	return start(t, &server.Options{
 		Host:       "127.0.0.1",
 		Port:       -1,
 		JetStream:  true,
@@ -27,6 +27,12 @@ func Run(t testing.TB) *server.Server {
 		NoSigs:     true,
 		MaxPayload: 4 << 20,
 	})
+}
+
+// start starts a NATS server with opts and stops it when the test ends.
+func start(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -146,17 +152,5 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 // RunWithoutJetStream starts a NATS server without JetStream.
 func RunWithoutJetStream(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready in 10s")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return start(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 }
