@@ -13,6 +13,7 @@ import (
 	"os/exec"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/hub/natshub"
 	"chatserver/internal/natstest"
 )
@@ -232,14 +233,14 @@ func TestClusterNATSOutage(t *testing.T) {
 	u0.expect("SEND-OK")
 	u1.expect("DELIVERY u0 still here")
 	taker := dial(t, a1)
-	eventually(t, "u2's name free", func() bool {
+	chattest.Eventually(t, "u2's name free", func() bool {
 		taker.send("HELLO-FROM u2\n")
 		return taker.line() == "HELLO u2"
 	})
 
 	proxy.Heal()
 	back := dial(t, a2)
-	eventually(t, "the cut node to rejoin", func() bool {
+	chattest.Eventually(t, "the cut node to rejoin", func() bool {
 		back.send("HELLO-FROM back\n")
 		return back.line() == "HELLO back"
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 // This file tests the core protocol over real TCP: every reply and error,
@@ -706,7 +707,7 @@ func (w *wire) list() string {
 // close.
 func waitList(t testing.TB, w *wire, want string) {
 	t.Helper()
-	eventually(t, "LIST-OK "+want, func() bool { return w.list() == want })
+	chattest.Eventually(t, "LIST-OK "+want, func() bool { return w.list() == want })
 }
 
 // writeAsync writes b to c from another goroutine, so that the test can

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 // A recipient that never reads, flooded with large messages, is closed as
@@ -88,7 +89,7 @@ func TestSlowConsumerFlooded(t *testing.T) {
 
 		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
 		readToClose(t, stalled)
-		eventually(t, "the stalled user to leave LIST", func() bool {
+		chattest.Eventually(t, "the stalled user to leave LIST", func() bool {
 			return !slices.Contains(listNames(flooder), "stalled")
 		})
 		again := loggedIn(t, addr, "stalled")
@@ -142,14 +143,14 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 					}
 					requests += perBatch
 				}
-				eventually(t, "the lazy client to be closed as a slow consumer", func() bool {
+				chattest.Eventually(t, "the lazy client to be closed as a slow consumer", func() bool {
 					return closedBy(srv, chat.ReasonSlowConsumer) == 1
 				})
 				rounds := stopPairs()
 				t.Logf("%d requests sent; pair rounds %v", requests, rounds)
 				readToClose(t, lazy)
 
-				eventually(t, "lazy to leave LIST", func() bool {
+				chattest.Eventually(t, "lazy to leave LIST", func() bool {
 					return !slices.Contains(listNames(watchers[0]), "lazy")
 				})
 				want := []string{}
@@ -204,7 +205,7 @@ func TestSteadyReaderIsNotASlowConsumer(t *testing.T) {
 			got, err := reader.lineErr()
 			if err != nil {
 				took := time.Since(began).Round(time.Millisecond)
-				eventually(t, "the reader's connection to be counted", func() bool { return srv.Stats().Connections == 14 })
+				chattest.Eventually(t, "the reader's connection to be counted", func() bool { return srv.Stats().Connections == 14 })
 				t.Fatalf("the server closed a client that was reading steadily: at reply %d of %d, after %v of reading: %.120v; closed by reason %v",
 					i, lists, took, err, srv.Stats().Closed)
 			}
@@ -427,7 +428,7 @@ func TestManyIdleConnections(t *testing.T) {
 		for i := range conns {
 			conns[i] = dial(t, addr)
 		}
-		eventually(t, "all idle connections to be served", func() bool {
+		chattest.Eventually(t, "all idle connections to be served", func() bool {
 			return srv.Stats().Connections == idle
 		})
 		alice := loggedIn(t, addr, "alice")
@@ -463,7 +464,7 @@ func TestConnectionLimit(t *testing.T) {
 		d := dial(t, addr)
 		d.expectEOF("BUSY")
 		d.conn.Close()
-		eventually(t, "the refusal to be counted", func() bool {
+		chattest.Eventually(t, "the refusal to be counted", func() bool {
 			return closedBy(srv, chat.ReasonConnLimit) == 1
 		})
 		if n := srv.Stats().Connections; n != 3 {
@@ -471,7 +472,7 @@ func TestConnectionLimit(t *testing.T) {
 		}
 
 		a.conn.Close()
-		eventually(t, "a's connection to be gone", func() bool {
+		chattest.Eventually(t, "a's connection to be gone", func() bool {
 			return srv.Stats().Connections == 2
 		})
 		e := loggedIn(t, addr, "e")
@@ -482,7 +483,7 @@ func TestConnectionLimit(t *testing.T) {
 		f := dial(t, addr)
 		f.expectEOF("BUSY")
 		f.conn.Close()
-		eventually(t, "the second refusal to be counted", func() bool {
+		chattest.Eventually(t, "the second refusal to be counted", func() bool {
 			return closedBy(srv, chat.ReasonConnLimit) == 2
 		})
 		b.send("LIST\n")
@@ -513,7 +514,7 @@ func TestLoginTimeout(t *testing.T) {
 
 		idle.expectEOF()
 		trying.expectEOF()
-		eventually(t, "both timeouts to be counted", func() bool {
+		chattest.Eventually(t, "both timeouts to be counted", func() bool {
 			return closedBy(srv, chat.ReasonLoginTimeout) == 2
 		})
 
@@ -558,7 +559,7 @@ func TestLoginAndDropLeavesNoUser(t *testing.T) {
 				w.reset()
 			}
 		}
-		eventually(t, "every user and connection to be gone", func() bool {
+		chattest.Eventually(t, "every user and connection to be gone", func() bool {
 			st := srv.Stats()
 			return st.Users == 0 && st.Connections == 0
 		})
@@ -602,7 +603,7 @@ func TestHalfClosedClientGetsAllReplies(t *testing.T) {
 		}
 		alice.expectEOF("SEND-OK")
 		bob.expect("DELIVERY alice hi", "DELIVERY alice last")
-		eventually(t, "alice to be logged out", func() bool { return srv.Stats().Users == 1 })
+		chattest.Eventually(t, "alice to be logged out", func() bool { return srv.Stats().Users == 1 })
 		bob.send("LIST\n")
 		bob.expect("LIST-OK bob")
 
@@ -642,7 +643,7 @@ func TestResetMidLine(t *testing.T) {
 		mallory.send("SEND bob " + strings.Repeat("z", 200<<10)) // spans many reads
 		alice.reset()
 		mallory.reset()
-		eventually(t, "alice and mallory to be gone", func() bool { return srv.Stats().Users == 2 })
+		chattest.Eventually(t, "alice and mallory to be gone", func() bool { return srv.Stats().Users == 2 })
 
 		carol.send("SEND bob after the resets\n")
 		carol.expect("SEND-OK")

@@ -147,17 +147,3 @@ func loggedIn(t testing.TB, addr, name string) *wire {
 	t.Helper()
 	return dial(t, addr).login(name)
 }
-
-// eventually retries check until it returns true or the reply timeout
-// passes. It is for state the server changes after an event the client
-// cannot observe on its own connection, such as another client's close.
-func eventually(t testing.TB, what string, check func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(replyTimeout)
-	for !check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

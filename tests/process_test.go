@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"chatserver/internal/chat/chattest"
 )
 
 // This file tests the chat-server command as a process: its flags, its
@@ -101,7 +103,7 @@ func TestProcess(t *testing.T) {
 		for range clients { // the kernel completes these even when accept cannot
 			conns = append(conns, dial(t, addr))
 		}
-		eventually(t, "an accept failure in the log", func() bool {
+		chattest.Eventually(t, "an accept failure in the log", func() bool {
 			return strings.Contains(p.stderr.String(), "accept failed")
 		})
 		for _, c := range conns {

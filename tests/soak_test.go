@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 // soakSeedEnv names the environment variable that sets the soak test's
@@ -109,7 +110,7 @@ func TestSoak(t *testing.T) {
 			}
 			return n
 		}
-		eventually(t, "every soak connection to be closed and every user gone", func() bool {
+		chattest.Eventually(t, "every soak connection to be closed and every user gone", func() bool {
 			st := srv.Stats()
 			return closedTotal(st) >= uint64(conns) && st.Users == 0 && st.Connections == 0
 		})

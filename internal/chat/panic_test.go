@@ -38,7 +38,7 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 
 		mallory.send(panicLine + "\n")
 		mallory.expectClosed()
-		waitFor(t, "the panic to be counted", func() bool {
+		chattest.Eventually(t, "the panic to be counted", func() bool {
 			st := srv.Stats()
 			return st.Closed[chat.ReasonInternalError] == 1 && st.Users == 2
 		})
@@ -61,7 +61,7 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 		anon.expectClosed()
 		again.send("LIST\n" + panicLine + "\n")
 		again.expectClosed("LIST-OK ")
-		waitFor(t, "all three panics to be counted", func() bool {
+		chattest.Eventually(t, "all three panics to be counted", func() bool {
 			st := srv.Stats()
 			return st.Closed[chat.ReasonInternalError] == 3 && st.Users == 2 && st.Connections == 2
 		})
@@ -93,7 +93,7 @@ func TestPanicsInParallel(t *testing.T) {
 		for _, c := range conns {
 			c.expectClosed("BAD-RQST-HDR\n", "HELLO x\n", "IN-USE\n")
 		}
-		waitFor(t, "every panic to be counted", func() bool {
+		chattest.Eventually(t, "every panic to be counted", func() bool {
 			st := srv.Stats()
 			return st.Closed[chat.ReasonInternalError] == n && st.Connections == 1 && st.Users == 1
 		})
@@ -198,16 +198,5 @@ func (c *client) expectClosed(maybe ...string) {
 		if !slices.ContainsFunc(maybe, func(p string) bool { return strings.HasPrefix(line, p) }) {
 			c.t.Fatalf("got %q; want the connection closed", line)
 		}
-	}
-}
-
-func waitFor(t *testing.T, what string, check func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(replyTimeout)
-	for !check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -120,19 +120,6 @@ func waitDone(t *testing.T, c *client.Conn) {
 	}
 }
 
-// eventually retries check until it returns true or the timeout passes. It
-// is for state inside the Conn the test cannot be told about.
-func eventually(t *testing.T, what string, check func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestLogin(t *testing.T) {
 	s := chattest.Start(t, nil)
 	c := dial(t, s.Addr)
@@ -483,7 +470,7 @@ func TestContextCancelWhileWaiting(t *testing.T) {
 		_, err := alice.List(ctx)
 		errs <- err
 	}()
-	eventually(t, "3 requests in flight", func() bool { return client.PendingCount(alice) == 3 })
+	chattest.Eventually(t, "3 requests in flight", func() bool { return client.PendingCount(alice) == 3 })
 	cancel()
 	for range 3 {
 		if err := <-errs; err != context.Canceled {
@@ -573,7 +560,7 @@ func TestServerClosesWithCallPending(t *testing.T) {
 	}()
 	// The write may fail at once if the server's reset came back already;
 	// usually the call is left waiting for its reply.
-	eventually(t, "the call to wait or fail", func() bool { return client.PendingCount(alice) == 1 || len(errs) == 1 })
+	chattest.Eventually(t, "the call to wait or fail", func() bool { return client.PendingCount(alice) == 1 || len(errs) == 1 })
 	gate.release()
 	if err := <-errs; !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("pending List = %v, want ErrClosed", err)
@@ -596,7 +583,7 @@ func TestCloseWithCallPending(t *testing.T) {
 		_, err := alice.List(testCtx(t))
 		errs <- err
 	}()
-	eventually(t, "the request in flight", func() bool { return client.PendingCount(alice) == 1 })
+	chattest.Eventually(t, "the request in flight", func() bool { return client.PendingCount(alice) == 1 })
 	if err := alice.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}

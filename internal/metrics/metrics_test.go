@@ -218,13 +218,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 	carol.quit()
 	// The server counts a connection's last bytes before it stops counting
 	// the connection, so once none is open every total is final.
-	deadline := time.Now().Add(timeout)
-	for srv.Stats().Connections != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("connections still open: %+v", srv.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	chattest.Eventually(t, "every connection to close", func() bool { return srv.Stats().Connections == 0 })
 
 	clients := []*client{alice, bob, carol}
 	var read, written int

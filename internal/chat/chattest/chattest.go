@@ -86,3 +86,21 @@ func (s *Server) Stop() {
 		}
 	})
 }
+
+// WaitTimeout bounds Eventually: it only turns a hang into a failure.
+const WaitTimeout = 10 * time.Second
+
+// Eventually retries check until it returns true, and fails the test if it
+// has not within WaitTimeout. It is for state a test cannot see on its own
+// connection, such as another client's close being noticed by the server;
+// everything a reply can show, tests wait for by reading the reply.
+func Eventually(t testing.TB, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
