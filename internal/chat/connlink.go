@@ -146,12 +146,6 @@ func (l *connLink) write(b []byte) error {
 		l.sess.srv.counters.bytesOut.Add(uint64(n))
 		b = b[n:]
 		if err != nil {
-			if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-				// Bytes moved within WriteTimeout: a slow reader, not a
-				// stalled one. (Over TLS the next write fails anyway: a
-				// timed-out TLS write leaves the conn unusable.)
-				continue
-			}
 			return err
 		}
 	}

@@ -222,19 +222,16 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // full is ended as a slow consumer and the sender told BAD-DEST-USER.
 func (s *session) send(toName, message []byte) {
 	to, remembered := s.recipient(toName)
-	if to == nil && s.srv.clustered {
-		s.sendRemote(toName, message)
-		return
-	}
 	res := s.deliver(to, message)
 	if res == closed && remembered {
 		// The remembered session ended; the name may be someone else's now.
 		s.lastTo = nil
-		if to, _ = s.recipient(toName); to == nil && s.srv.clustered {
-			s.sendRemote(toName, message)
-			return
-		}
+		to, _ = s.recipient(toName)
 		res = s.deliver(to, message)
+	}
+	if to == nil && s.srv.clustered {
+		s.sendRemote(toName, message) // not on this server: maybe on another
+		return
 	}
 	switch res {
 	case pushed:
