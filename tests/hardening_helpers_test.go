@@ -224,10 +224,13 @@ func eachLink(t *testing.T, parallel bool, test func(t *testing.T, start serverS
 	if parallel {
 		t.Parallel()
 	}
+	// Three loops, where the default here is one, so that connections on
+	// different loops hand each other messages (the core tests cover one).
 	for _, link := range []struct {
 		name        string
 		noEventLoop bool
-	}{{"eventloop", false}, {"goroutines", true}} {
+		eventLoops  int
+	}{{"eventloops", false, 3}, {"goroutines", true, 0}} {
 		t.Run(link.name, func(t *testing.T) {
 			if parallel {
 				t.Parallel()
@@ -235,7 +238,7 @@ func eachLink(t *testing.T, parallel bool, test func(t *testing.T, start serverS
 			test(t, func(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 				t.Helper()
 				return startServer(t, func(c *chat.Config) {
-					c.NoEventLoop = link.noEventLoop
+					c.NoEventLoop, c.EventLoops = link.noEventLoop, link.eventLoops
 					if edit != nil {
 						edit(c)
 					}
