@@ -14,7 +14,7 @@ import (
 
 	"chatserver/internal/chat"
 	"chatserver/internal/chat/chattest"
-	"chatserver/internal/hub/natshub"
+	"chatserver/internal/natscluster"
 	"chatserver/internal/natstest"
 )
 
@@ -23,21 +23,21 @@ import (
 
 // startNode starts a chat server in cluster mode, joined through natsURL,
 // and stops it when the test ends.
-func startNode(t *testing.T, natsURL string, edit func(*chat.Config)) (*chat.Server, string, *natshub.Hub) {
+func startNode(t *testing.T, natsURL string, edit func(*chat.Config)) (*chat.Server, string, *natscluster.Cluster) {
 	t.Helper()
 	cfg := chat.DefaultConfig()
 	if edit != nil {
 		edit(&cfg)
 	}
 	nc := natstest.Connect(t, natsURL)
-	h, err := natshub.New(context.Background(), nc, natshub.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
+	h, err := natscluster.New(context.Background(), nc, natscluster.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
 	if err != nil {
-		t.Fatalf("natshub.New: %v", err)
+		t.Fatalf("natscluster.New: %v", err)
 	}
 	t.Cleanup(func() { h.Close() }) // after the server's Shutdown, registered below
 	srv, addr := startServer(t, func(c *chat.Config) {
 		*c = cfg
-		c.Hub = h
+		c.Cluster = h
 	})
 	return srv, addr, h
 }
@@ -46,10 +46,10 @@ func startNode(t *testing.T, natsURL string, edit func(*chat.Config)) (*chat.Ser
 // their addresses.
 func startCluster(t *testing.T, n int) []string {
 	t.Helper()
-	ns := natstest.Run(t)
+	ns := runNATS(t)
 	addrs := make([]string, n)
 	for i := range addrs {
-		_, addrs[i], _ = startNode(t, ns.ClientURL(), nil)
+		_, addrs[i], _ = startNode(t, ns.URL(), nil)
 	}
 	return addrs
 }
@@ -177,9 +177,9 @@ func TestClusterNodeKilled(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "chatserver/cmd/chat-server").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ns := natstest.Run(t)
-	_, addr, _ := startNode(t, ns.ClientURL(), nil)
-	p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0", "--nats-url", ns.ClientURL())
+	ns := runNATS(t)
+	_, addr, _ := startNode(t, ns.URL(), nil)
+	p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0", "--nats-url", ns.URL())
 	remote := p.listenAddr()
 	victim := loggedIn(t, remote, "ann")
 	bob := loggedIn(t, addr, "bob")
@@ -213,10 +213,10 @@ func TestClusterNodeKilled(t *testing.T) {
 // can take its users' names; after Heal it rejoins on its own.
 func TestClusterNATSOutage(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Run(t)
-	proxy := natstest.NewProxy(t, ns.Addr().String())
-	_, a0, _ := startNode(t, ns.ClientURL(), nil)
-	_, a1, _ := startNode(t, ns.ClientURL(), nil)
+	ns := runNATS(t)
+	proxy := natstest.NewProxy(t, ns.Addr())
+	_, a0, _ := startNode(t, ns.URL(), nil)
+	_, a1, _ := startNode(t, ns.URL(), nil)
 	cutSrv, a2, _ := startNode(t, proxy.URL(), nil)
 	u0 := loggedIn(t, a0, "u0")
 	u1 := loggedIn(t, a1, "u1")
@@ -271,13 +271,13 @@ func TestClusterHalfClose(t *testing.T) {
 // overflow, and the sender is told BAD-DEST-USER, as on one server.
 func TestClusterSlowConsumerAcrossNodes(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Run(t)
+	ns := runNATS(t)
 	small := func(c *chat.Config) {
 		c.MaxLineBytes = 64 << 10
 		c.MaxPendingBytes = 256 << 10
 	}
-	_, a0, _ := startNode(t, ns.ClientURL(), small)
-	srv1, a1, _ := startNode(t, ns.ClientURL(), small)
+	_, a0, _ := startNode(t, ns.URL(), small)
+	srv1, a1, _ := startNode(t, ns.URL(), small)
 	sender := loggedIn(t, a0, "sender")
 	lazy := loggedIn(t, a1, "lazy")
 	_ = lazy.conn.SetReadBuffer(16 << 10)

@@ -18,7 +18,7 @@ import (
 
 	"chatserver/internal/chat"
 	"chatserver/internal/chat/chattest"
-	"chatserver/internal/hub/natshub"
+	"chatserver/internal/natscluster"
 	"chatserver/internal/natstest"
 )
 
@@ -41,8 +41,8 @@ func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 			if user != nil {
 				user(c)
 			}
-			if c.Hub == nil {
-				c.Hub = oneNodeHub(t, *c)
+			if c.Cluster == nil {
+				c.Cluster = oneNodeCluster(t, *c)
 			}
 		}
 	}
@@ -50,19 +50,25 @@ func startServer(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
 	return s.Server, s.Addr
 }
 
-// oneNodeHub is a cluster-mode hub on its own embedded NATS server.
+// oneNodeCluster is a cluster-mode hub on its own embedded NATS server.
 // With CHAT_TEST_CLUSTER=1, every test that starts a server runs it in
 // cluster mode, as one node: the protocol must not change.
-func oneNodeHub(t testing.TB, cfg chat.Config) *natshub.Hub {
+func oneNodeCluster(t testing.TB, cfg chat.Config) *natscluster.Cluster {
 	t.Helper()
-	ns := natstest.Run(t)
-	nc := natstest.Connect(t, ns.ClientURL())
-	h, err := natshub.New(context.Background(), nc, natshub.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
+	ns := runNATS(t)
+	nc := natstest.Connect(t, ns.URL())
+	h, err := natscluster.New(context.Background(), nc, natscluster.Config{MaxUsers: cfg.MaxUsers, MaxMessageBytes: cfg.MaxLineBytes})
 	if err != nil {
-		t.Fatalf("natshub.New: %v", err)
+		t.Fatalf("natscluster.New: %v", err)
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// runNATS runs a NATS server for in-process cluster nodes, with a max
+// payload that carries the default line cap.
+func runNATS(t testing.TB) *natstest.Server {
+	return natstest.Run(t, natstest.MaxPayload(4<<20))
 }
 
 // wire is a raw client connection that speaks the protocol line by line.

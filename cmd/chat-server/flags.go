@@ -23,6 +23,8 @@ type options struct {
 	metricsAddress string // "": no metrics listener
 	natsURL        string // "": a single server, no NATS
 	clusterName    string
+	natsReplicas   int  // 0: automatic
+	lineCapSet     bool // --max-line-bytes was given, so it is not lowered to fit NATS
 	logLevel       slog.Level
 	logFormat      logFormat
 	chat           chat.Config
@@ -57,6 +59,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&opts.metricsAddress, "metrics-address", opts.metricsAddress, "host:port for HTTP /metrics (Prometheus) and /healthz")
 	fs.StringVar(&opts.natsURL, "nats-url", opts.natsURL, "cluster mode: NATS server (with JetStream) that the servers of the cluster share, as nats://host:port")
 	fs.StringVar(&opts.clusterName, "cluster-name", opts.clusterName, "cluster mode: prefix of every NATS subject, stream and bucket; servers with the same name form one cluster")
+	fs.IntVar(&opts.natsReplicas, "nats-replicas", opts.natsReplicas, "cluster mode: copies NATS keeps of the names and leases (0: 3 on a NATS cluster, else 1)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,6 +70,11 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return opts, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "max-line-bytes" {
+			opts.lineCapSet = true
+		}
+	})
 	return opts, opts.validate()
 }
 

@@ -25,8 +25,8 @@ import (
 
 	"chatserver/internal/certs"
 	"chatserver/internal/chat"
-	"chatserver/internal/hub/natshub"
 	"chatserver/internal/metrics"
+	"chatserver/internal/natscluster"
 )
 
 const (
@@ -60,17 +60,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(stderr, opts.logFormat, opts.logLevel)
 	opts.chat.Logger = log
-	var metricsOpts []prometheus.Collector
+	var collectors []prometheus.Collector
 	if opts.natsURL != "" {
-		h, closeHub, err := joinCluster(opts, log)
+		cl, leave, err := joinCluster(&opts, log)
 		if err != nil {
 			return err
 		}
-		defer closeHub()
-		opts.chat.Hub = h
-		metricsOpts = append(metricsOpts, metrics.NewClusterCollector(func() metrics.ClusterStats {
-			st := h.Stats()
-			return metrics.ClusterStats{Connected: st.Connected, Fenced: st.Fenced, CrossServer: st.Remote, Fences: st.Fences}
+		defer leave()
+		opts.chat.Cluster = cl
+		collectors = append(collectors, metrics.NewClusterCollector(func() metrics.ClusterStats {
+			st := cl.Stats()
+			return metrics.ClusterStats{Connected: st.Connected, Fenced: st.Fenced, CrossServer: st.CrossServer, Fences: st.Fences, Resent: st.Resent, Dropped: st.Dropped}
 		}))
 	}
 	srv, err := chat.NewServer(opts.chat)
@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var web *http.Server
 	if lns.metrics != nil {
 		web = &http.Server{
-			Handler:           metrics.NewHandler(srv, log, metricsOpts...),
+			Handler:           metrics.NewHandler(srv, log, collectors...),
 			ReadHeaderTimeout: readHeaderTimeout,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
@@ -158,17 +158,18 @@ wait:
 }
 
 // joinCluster connects to NATS and joins the cluster. Each failed
-// start-up check is one error line. closeHub leaves the cluster and closes
-// the connection; call it after the chat server's Shutdown.
-func joinCluster(opts options, log *slog.Logger) (*natshub.Hub, func(), error) {
+// start-up check is one error line. A line cap that does not fit NATS's
+// max payload is lowered to what fits, with one log line, unless
+// --max-line-bytes asked for it. leave leaves the cluster and closes the
+// connection; call it after the chat server's Shutdown.
+func joinCluster(opts *options, log *slog.Logger) (cl *natscluster.Cluster, leave func(), err error) {
 	nc, err := nats.Connect(opts.natsURL,
 		nats.Name("chat-server"),
 		nats.Timeout(2*time.Second),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		// No buffering while disconnected: a SEND then fails at once
-		// (BAD-DEST-USER) instead of being delivered late, after its
-		// sender was told it failed.
+		// No buffering while disconnected: what cannot go now is sent
+		// again by the cluster's own channels once NATS is back.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
@@ -180,12 +181,17 @@ func joinCluster(opts options, log *slog.Logger) (*natshub.Hub, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", opts.natsURL, err)
 	}
+	if fits := natscluster.MaxMessageFor(nc.MaxPayload()); opts.chat.MaxLineBytes > fits && !opts.lineCapSet {
+		log.Info("line cap lowered to fit NATS's max payload", "max_line_bytes", fits, "nats_max_payload", nc.MaxPayload())
+		opts.chat.MaxLineBytes = fits
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	h, err := natshub.New(ctx, nc, natshub.Config{
+	cl, err = natscluster.New(ctx, nc, natscluster.Config{
 		Cluster:         opts.clusterName,
 		MaxUsers:        opts.chat.MaxUsers,
 		MaxMessageBytes: opts.chat.MaxLineBytes,
+		Replicas:        opts.natsReplicas,
 		Logger:          log,
 	})
 	if err != nil {
@@ -193,8 +199,8 @@ func joinCluster(opts options, log *slog.Logger) (*natshub.Hub, func(), error) {
 		return nil, nil, err
 	}
 	log.Info("joined the cluster", "nats", nc.ConnectedUrlRedacted(), "cluster", opts.clusterName, "nats_version", nc.ConnectedServerVersion())
-	return h, func() {
-		h.Close()
+	return cl, func() {
+		cl.Close()
 		nc.Close()
 	}, nil
 }

@@ -515,8 +515,8 @@ func TestClusterStartupErrors(t *testing.T) {
 	}
 	nowhere := "nats://" + closed.Addr().String()
 	closed.Close()
-	withJS := natstest.Run(t) // max payload 4 MiB
-	noJS := natstest.RunWithoutJetStream(t)
+	withJS := natstest.Run(t) // max payload 1 MiB, NATS's default
+	noJS := natstest.Run(t, natstest.WithoutJetStream())
 
 	for _, tc := range []struct {
 		name string
@@ -525,11 +525,11 @@ func TestClusterStartupErrors(t *testing.T) {
 	}{
 		{"unreachable", []string{"--nats-url", nowhere},
 			"cannot reach NATS at " + nowhere + ": "},
-		{"no jetstream", []string{"--nats-url", noJS.ClientURL()},
+		{"no jetstream", []string{"--nats-url", noJS.URL()},
 			"JetStream is not enabled on the NATS server: start it with -js"},
-		{"payload too small", []string{"--nats-url", withJS.ClientURL(), "--max-line-bytes", "5000000", "--max-pending-bytes", "8000000"},
-			"NATS max payload is 4194304 bytes, smaller than a maximal SEND (5000065 bytes)"},
-		{"bad cluster name", []string{"--nats-url", withJS.ClientURL(), "--cluster-name", "a.b"},
+		{"line cap over the payload", []string{"--nats-url", withJS.URL(), "--max-line-bytes", "1048576"},
+			"NATS max payload is 1048576 bytes, room for messages of up to 1048361 bytes, not 1048576: raise max_payload on the NATS server or lower --max-line-bytes"},
+		{"bad cluster name", []string{"--nats-url", withJS.URL(), "--cluster-name", "a.b"},
 			`cluster name "a.b": use 1 to 32 letters, digits, '-' or '_'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

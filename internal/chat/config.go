@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -41,10 +40,10 @@ type Config struct {
 	// two CPUs (at least one), which leaves the other CPUs to the kernel's
 	// TCP work, TLS connections and the runtime.
 	EventLoops int
-	// Hub, if set, is where users meet across servers (cluster mode,
-	// package natshub). Nil means a single server: an in-memory hub.Local
-	// with MaxUsers places.
-	Hub hub.Hub
+	// Cluster, if set, joins the server to others that share its users
+	// (cluster mode, package natscluster); it enforces MaxUsers across all
+	// of them. Nil means a single server.
+	Cluster Cluster
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -18,33 +18,41 @@ const keepIdleBytes = 4 << 10
 // write them. Any goroutine may add to it; adding never blocks on the
 // socket. The bytes queued plus the batch being written are bounded by
 // limit; whoever adds must wake the link after a push.
+//
+// In cluster mode a DELIVERY is queued only while the server's lease is
+// valid, checked under mu: the check and the queueing are one step, so a
+// pause of the process between them cannot slip a DELIVERY in after the
+// lease ran out.
 type outbox struct {
 	limit int
 
-	mu       sync.Mutex
-	pending  []byte // guarded by mu
-	inflight int    // guarded by mu: bytes taken by the link, not yet all written
-	closed   bool   // guarded by mu; once set, nothing more is queued
+	mu           sync.Mutex
+	pending      []byte // guarded by mu
+	inflight     int    // guarded by mu: bytes taken by the link, not yet all written
+	closed       bool   // guarded by mu; once set, nothing more is queued
+	noDeliveries bool   // guarded by mu; once set (the user logged out), only its own replies are queued
 }
 
 // pushResult is what happened to bytes handed to an outbox.
 type pushResult uint8
 
 const (
-	pushed   pushResult = iota
-	overflow            // the queue would exceed its limit; nothing was queued
-	closed              // the connection is ending; nothing was queued
+	pushed    pushResult = iota
+	overflow             // the queue would exceed its limit; nothing was queued
+	closed               // the connection is ending, or takes no more deliveries; nothing was queued
+	unvouched            // the server's lease is not valid; nothing was queued
 )
 
 func newOutbox(limit int) *outbox {
 	return &outbox{limit: limit}
 }
 
-// push queues b.
-func (o *outbox) push(b []byte) pushResult {
+// push queues b, one of the connection's own replies, while lease is
+// valid (nil: always).
+func (o *outbox) push(b []byte, lease *Lease) pushResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveLocked(len(b))
+	res := o.reserveLocked(len(b), lease)
 	if res == pushed {
 		o.pending = append(o.pending, b...)
 	}
@@ -52,26 +60,39 @@ func (o *outbox) push(b []byte) pushResult {
 }
 
 // pushDelivery queues "DELIVERY <from> <message>", encoded straight into
-// the queue.
-func (o *outbox) pushDelivery(from string, message []byte) pushResult {
+// the queue, while lease is valid (nil: always).
+func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, lease *Lease) pushResult {
 	n := len("DELIVERY  \n") + len(from) + len(message)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveLocked(n)
+	res := o.reserveLocked(n, lease)
+	if res == pushed && o.noDeliveries {
+		res = closed
+	}
 	if res == pushed {
 		o.pending = protocol.AppendDelivery(o.pending, from, message)
 	}
 	return res
 }
 
-func (o *outbox) reserveLocked(n int) pushResult {
+func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
 	switch {
 	case o.closed:
 		return closed
 	case o.inflight+len(o.pending)+n > o.limit:
 		return overflow
+	case !lease.Valid():
+		return unvouched
 	}
 	return pushed
+}
+
+// stopDeliveries makes the queue take no more DELIVERYs: the user logged
+// out, and its name may soon be someone else's. Its own replies still go.
+func (o *outbox) stopDeliveries() {
+	o.mu.Lock()
+	o.noDeliveries = true
+	o.mu.Unlock()
 }
 
 // close stops the queue from taking more bytes; what it holds can still be

@@ -1,6 +1,7 @@
 // Package chat is the chat server: it accepts connections, runs a session
-// for each, and meets other users through a hub (package hub): in memory
-// for a single server, or across servers in cluster mode.
+// for each, and keeps its logged-in users in a registry. In cluster mode
+// (Config.Cluster) it meets the users of other servers through a Cluster
+// (cluster.go); a SEND between two users of one server never leaves it.
 //
 // Goroutines. A session is carried by a link. On Linux, plain TCP
 // listeners are served by event loops (poller: Config.EventLoops goroutines,
@@ -13,14 +14,16 @@
 // session as a slow consumer. Server.wg counts live connections; Shutdown
 // waits for them. Serve waits for its own goroutines.
 //
-// Cluster mode (Config.Hub set): every connection is a connLink, because
-// its read loop may wait on the hub (a login, a LIST, a full window of
-// cross-server SENDs). The hub's own goroutines call into sessions only
-// to queue: Deliver, Evict, and the callback that fills a cross-server
-// SEND's place in the session's reply order (remote.go).
+// Cluster mode: every connection is a connLink, because its read loop may
+// wait on the cluster (a login, a LIST, a logout, a full window of
+// forwarded SENDs). The cluster's own goroutines call into sessions only
+// to queue: deliveries from other servers, evictions, and the answers to
+// forwarded SENDs (forward.go).
 //
-// Lock order: Server.mu, hub.Local.mu, heldReplies.mu, outbox.mu, loop.mu.
-// No I/O or channel send happens under any of them.
+// Locks. Two pairs nest, never more: registry.mu then outbox.mu (a login
+// queues its HELLO before it becomes visible), and heldReplies.mu then
+// outbox.mu. Server.mu and loop.mu are taken alone. No I/O or channel send
+// happens under any of them.
 package chat
 
 import (
@@ -34,7 +37,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -60,19 +62,20 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 // Server is a chat server. Create it with NewServer, start it with Serve,
 // stop it with Shutdown.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	hub  hub.Hub    // who is logged in, cluster-wide in cluster mode
-	here *hub.Local // hub.Here(): the users of this server
-	// clustered is set when the hub spans servers (Config.Hub): SENDs to
-	// users not here go through it, answered later (remote.go), and
-	// every connection is served by a goroutine pair, whose read loop
-	// may wait on the hub without holding up other connections.
-	clustered bool
-	counters  counters
-	nextID    atomic.Uint64
-	wg        sync.WaitGroup // live connections
-	done      chan struct{}  // closed when Shutdown begins
+	cfg   Config
+	log   *slog.Logger
+	users *registry // the users logged in on this server
+	// cluster is Config.Cluster: nil on a single server. In cluster mode
+	// SENDs to users not here are forwarded, answered later (forward.go),
+	// every DELIVERY waits for lease, and every connection is served by a
+	// goroutine pair, whose read loop may wait on the cluster without
+	// holding up other connections.
+	cluster  Cluster
+	lease    *Lease // cluster mode only; nil means always valid
+	counters counters
+	nextID   atomic.Uint64
+	wg       sync.WaitGroup // live connections
+	done     chan struct{}  // closed when Shutdown begins
 
 	// testHookLine, if set, is called with every line before it is
 	// handled; tests use it to inject faults.
@@ -94,20 +97,21 @@ func NewServer(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := cfg.Hub
-	if h == nil {
-		h = hub.NewLocal(cfg.MaxUsers)
-	}
-	return &Server{
+	srv := &Server{
 		cfg:       cfg,
 		log:       log,
-		hub:       h,
-		here:      h.Here(),
-		clustered: cfg.Hub != nil,
+		users:     newRegistry(cfg.MaxUsers),
+		cluster:   cfg.Cluster,
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
-	}, nil
+	}
+	if srv.cluster != nil {
+		srv.users.max = 0 // the cluster's limit
+		srv.lease = NewLease()
+		srv.cluster.Attach(members{srv}, srv.lease)
+	}
+	return srv, nil
 }
 
 // Serve accepts connections on ln until Shutdown, and then returns
@@ -121,7 +125,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
-	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop && !srv.clustered {
+	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop && srv.cluster == nil {
 		return srv.servePolled(tcp)
 	}
 	var backoff time.Duration
@@ -332,4 +336,39 @@ func (srv *Server) forget(s *session) {
 	srv.counters.closed[s.reason].Add(1)
 	s.log().Info("connection closed", "reason", s.reason)
 	srv.wg.Done()
+}
+
+// members is the server's users as its cluster reaches them.
+type members struct{ srv *Server }
+
+var _ Members = members{}
+
+// Deliver queues a DELIVERY from a user of another server.
+func (m members) Deliver(to []byte, claim uint64, from, msg []byte) bool {
+	s := m.srv.users.lookup(to)
+	if s == nil || s.claim.Seq != claim {
+		return false // logged out, or the name is another login's now
+	}
+	switch pushDelivery(s.out, from, msg, m.srv.lease) {
+	case pushed:
+		s.link.wake()
+		m.srv.counters.replies[protocol.ReplyDelivery].Add(1)
+		return true
+	case overflow:
+		s.log().Warn("slow consumer: outbound queue full", "limit", m.srv.cfg.MaxPendingBytes)
+		s.end(ReasonSlowConsumer)
+	}
+	return false
+}
+
+// EvictAll ends every user's connection: the cluster can no longer vouch
+// for their names.
+func (m members) EvictAll() {
+	all := m.srv.users.all()
+	if len(all) > 0 {
+		m.srv.log.Warn("cut off from the cluster: closing this server's users", "users", len(all))
+	}
+	for _, s := range all {
+		s.end(ReasonFenced)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"sync"
 
-	"chatserver/internal/hub"
 	"chatserver/internal/protocol"
 )
 
@@ -23,19 +22,21 @@ type session struct {
 	id     uint64
 	remote netip.AddrPort
 	out    *outbox      // filled by anyone, drained by the link
-	held   *heldReplies // cluster mode only: replies waiting behind a remote SEND's
+	held   *heldReplies // cluster mode only: replies waiting behind a forward's
 	link   link         // set once, before the first byte is received
 
 	// Owned by the reading side: the goroutine or event loop that calls
 	// receive.
 	framer     *protocol.Framer
 	handleLine func(line []byte, err error) bool // s.handle, bound once
-	name       string                            // "" until logged in
+	claim      Claim                             // Name is "" until logged in
 	replies    []byte                            // replies not yet queued
 	lastTo     *session                          // the last local recipient looked up; see recipient
 	lastToName string                            // the name lastTo was looked up by
 	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
+
+	prev, next *session // guarded by registry.mu: the login order
 
 	endOnce sync.Once
 	reason  CloseReason // set once by end; read by finish
@@ -64,8 +65,8 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 		framer: protocol.NewFramer(srv.cfg.MaxLineBytes),
 	}
 	s.handleLine = s.handle
-	if srv.clustered {
-		s.held = &heldReplies{}
+	if srv.cluster != nil {
+		s.held = newHeldReplies()
 	}
 	return s
 }
@@ -94,12 +95,12 @@ func (s *session) receive(data []byte) (ok bool) {
 // freed at once; what is queued may still be written (see link.shut).
 func (s *session) readEnded(reason CloseReason) {
 	s.srv.counters.add(&s.tally)
-	if s.name != "" {
+	if s.claim.Name != "" {
 		s.logout()
 	}
 	if s.held != nil && reason == ReasonClientClosed {
-		// Cluster mode: the replies to cross-server SENDs come later;
-		// a client that closed only its side still gets them.
+		// Cluster mode: the answers to forwarded SENDs come later; a
+		// client that closed only its side still gets them.
 		s.held.wait(heldRepliesWait)
 	}
 	s.end(reason)
@@ -114,9 +115,9 @@ func (s *session) end(reason CloseReason) {
 		s.reason = reason
 		s.out.close()
 	})
-	// On these two what is queued is still written, so that no message
+	// On these what is queued is still written, so that no message
 	// acknowledged with SEND-OK is lost to a recipient that reads.
-	s.link.shut(reason == ReasonClientClosed || reason == ReasonServerShutdown)
+	s.link.shut(reason == ReasonClientClosed || reason == ReasonServerShutdown || reason == ReasonFenced)
 }
 
 // finish is the link's last call, once both its sides are done.
@@ -133,8 +134,15 @@ func (s *session) handle(line []byte, err error) bool {
 	if err == nil {
 		err = s.dispatch(line)
 	}
-	if perr, ok := err.(*protocol.Error); ok {
-		s.reply(perr.Reply)
+	switch err := err.(type) {
+	case *protocol.Error:
+		s.reply(err.Reply)
+	case endSession:
+		if err == errFenced {
+			s.log().Warn("cut off from the cluster: closing the connection")
+		}
+		s.stop = CloseReason(err)
+		return false // the rest of the chunk is not handled
 	}
 	if len(s.replies) >= flushRepliesBytes {
 		return s.flushReplies()
@@ -142,12 +150,22 @@ func (s *session) handle(line []byte, err error) bool {
 	return true
 }
 
+// endSession is a request's outcome that ends the session with that
+// reason, answering nothing more.
+type endSession CloseReason
+
+func (e endSession) Error() string { return "chat: end the session: " + CloseReason(e).String() }
+
+// errFenced ends a session in cluster mode when this server can no longer
+// vouch for its claim.
+const errFenced = endSession(ReasonFenced)
+
 // dispatch runs one request, appending its replies, and returns the
 // protocol error to answer instead, if any. The checks run in the
 // protocol's order: header, login state, body, then the request itself.
 func (s *session) dispatch(line []byte) error {
 	req, err := protocol.Parse(line)
-	loggedIn := s.name != ""
+	loggedIn := s.claim.Name != ""
 	switch {
 	case req.Command == protocol.CmdUnknown:
 		return protocol.ErrBadHeader
@@ -159,51 +177,108 @@ func (s *session) dispatch(line []byte) error {
 			s.srv.counters.logins[LoginBadName].Add(1)
 		}
 		return err
+	case loggedIn && !s.srv.lease.Holds(s.claim.Epoch):
+		return errFenced
 	}
 	switch req.Command {
 	case protocol.CmdHelloFrom:
-		s.login(req.Name)
+		return s.login(req.Name)
 	case protocol.CmdList:
 		s.list()
 	case protocol.CmdSend:
-		s.send(req.Name, req.Message)
+		return s.send(req.Name, req.Message)
 	}
 	return nil
 }
 
-func (s *session) login(name []byte) {
-	claimed := string(name)
-	if err := s.srv.hub.Join(claimed, s); err != nil {
-		result, reply := loginOutcome(err)
-		s.srv.counters.logins[result].Add(1)
-		s.reply(reply)
-		return
+// login logs the session in as name. The HELLO is queued before anyone can
+// see the user (registry.add), so it is the user's first line.
+func (s *session) login(name []byte) error {
+	claim := Claim{Name: string(name)}
+	if c := s.srv.cluster; c != nil {
+		var err error
+		if claim, err = c.Claim(claim.Name); err != nil {
+			s.loginFailed(err)
+			return nil
+		}
 	}
-	s.name = claimed
+	var queued pushResult
+	err := s.srv.users.add(s, claim.Name, func() bool {
+		if !s.srv.lease.Holds(claim.Epoch) {
+			// The claim was made under a lease that ended meanwhile;
+			// EvictAll may have run without this session.
+			queued = unvouched
+			return false
+		}
+		s.replies = protocol.AppendHello(s.replies, claim.Name)
+		queued = s.out.push(s.replies, nil)
+		s.replies = s.replies[:0]
+		if queued != pushed {
+			return false
+		}
+		s.claim = claim // before others can look the session up
+		return true
+	})
+	if err != nil {
+		if c := s.srv.cluster; c != nil && claim.Seq != 0 {
+			c.Release(claim)
+		}
+		switch {
+		case err != errNotQueued:
+			s.loginFailed(err)
+		case queued == unvouched:
+			s.loginFailed(ErrFull)
+		case queued == overflow:
+			s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
+			return endSession(ReasonSlowConsumer)
+		default:
+			return endSession(ReasonReset) // ended elsewhere; that reason stands
+		}
+		return nil
+	}
+	s.link.wake()
+	s.tally.replies[protocol.ReplyHello]++
 	s.srv.counters.logins[LoginOK].Add(1)
 	s.srv.counters.users.Add(1)
 	s.link.loggedIn() // no idle timeout once logged in
-	s.log().Info("login", "user", s.name)
-	s.replies = protocol.AppendHello(s.replies, s.name)
-	s.tally.replies[protocol.ReplyHello]++
+	s.log().Info("login", "user", claim.Name)
+	return nil
+}
+
+// errNotQueued is registry.add's answer when the HELLO could not be queued.
+var errNotQueued = errors.New("chat: login reply not queued")
+
+func (s *session) loginFailed(err error) {
+	result, reply := loginOutcome(err)
+	s.srv.counters.logins[result].Add(1)
+	s.reply(reply)
 }
 
 // logout frees the session's name. The reading side calls it as soon as
-// it stops, so the name is free again with no delay.
+// it stops, so the name is free again with no delay. Local senders stop
+// reaching the session before the claim is released.
 func (s *session) logout() {
-	s.srv.hub.Leave(s.name, s)
+	s.srv.users.remove(s, s.claim.Name)
+	s.out.stopDeliveries()
+	if c := s.srv.cluster; c != nil {
+		c.Release(s.claim)
+	}
 	s.srv.counters.users.Add(-1)
-	s.log().Info("logout", "user", s.name)
+	s.log().Info("logout", "user", s.claim.Name)
 }
 
 // list answers LIST.
 func (s *session) list() {
-	names, err := s.srv.hub.List(nil)
-	if err != nil {
+	var names []string
+	if c := s.srv.cluster; c == nil {
+		names = s.srv.users.names(nil)
+	} else if all, err := c.List(nil); err == nil {
+		names = all
+	} else {
 		// The cluster could not be read in time; the protocol has no
 		// error reply for LIST, so answer with what this server holds.
 		s.log().Warn("list failed; answering with this server's users", "err", err)
-		names, _ = s.srv.here.List(nil)
+		names = s.srv.users.names(nil)
 	}
 	s.replies = protocol.AppendListOK(s.replies, names)
 	s.tally.replies[protocol.ReplyListOK]++
@@ -211,7 +286,7 @@ func (s *session) list() {
 
 // loginOutcome is the one place a failed login becomes a wire reply.
 func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
-	if errors.Is(err, hub.ErrInUse) {
+	if errors.Is(err, ErrInUse) {
 		return LoginInUse, protocol.ReplyInUse
 	}
 	return LoginBusy, protocol.ReplyBusy
@@ -219,8 +294,9 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 
 // send queues a DELIVERY on the recipient, then a SEND-OK for the sender.
 // It never waits on the recipient's socket: a recipient whose queue is
-// full is ended as a slow consumer and the sender told BAD-DEST-USER.
-func (s *session) send(toName, message []byte) {
+// full is ended as a slow consumer and the sender told BAD-DEST-USER. In
+// cluster mode a recipient not on this server is forwarded to.
+func (s *session) send(toName, message []byte) error {
 	to, remembered := s.recipient(toName)
 	res := s.deliver(to, message)
 	if res == closed && remembered {
@@ -229,33 +305,36 @@ func (s *session) send(toName, message []byte) {
 		to, _ = s.recipient(toName)
 		res = s.deliver(to, message)
 	}
-	if to == nil && s.srv.clustered {
-		s.sendRemote(toName, message) // not on this server: maybe on another
-		return
-	}
-	switch res {
-	case pushed:
+	switch {
+	case to == nil && s.srv.cluster != nil:
+		return s.forward(toName, message) // not on this server: maybe on another
+	case res == pushed:
 		s.tally.replies[protocol.ReplyDelivery]++
 		s.tally.delivered++
 		s.reply(protocol.ReplySendOK)
-		return
-	case overflow:
-		to.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
-		to.end(ReasonSlowConsumer)
+	case res == unvouched:
+		return errFenced
+	default:
+		if res == overflow {
+			to.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
+			to.end(ReasonSlowConsumer)
+		}
+		s.reply(protocol.ReplyBadDestUser)
 	}
-	s.reply(protocol.ReplyBadDestUser)
+	return nil
 }
 
 // recipient returns the session logged in on this server as name, or nil,
 // and whether it was remembered from the last SEND. Clients mostly send to
-// the same user many times in a row, and remembering skips the hub's lock
-// and hash on the hot path. A remembered session stays right until it
-// ends; then its outbox is closed, and send asks the hub again.
+// the same user many times in a row, and remembering skips the registry's
+// lock and hash on the hot path. A remembered session stays right until
+// its user logs out; then its outbox takes no more deliveries, and send
+// asks the registry again.
 func (s *session) recipient(name []byte) (*session, bool) {
 	if s.lastTo != nil && s.lastToName == string(name) {
 		return s.lastTo, true
 	}
-	s.lastTo, _ = s.srv.here.Lookup(name).(*session)
+	s.lastTo = s.srv.users.lookup(name)
 	if s.lastTo != nil {
 		s.lastToName = string(name) // once per new recipient
 	}
@@ -269,10 +348,10 @@ func (s *session) deliver(to *session, message []byte) pushResult {
 		return closed
 	case s:
 		// Our own replies are queued in order, so the DELIVERY goes with them.
-		s.replies = protocol.AppendDelivery(s.replies, s.name, message)
+		s.replies = protocol.AppendDelivery(s.replies, s.claim.Name, message)
 		return pushed
 	}
-	res := to.out.pushDelivery(s.name, message)
+	res := pushDelivery(to.out, s.claim.Name, message, s.srv.lease)
 	if res == pushed {
 		to.link.wake()
 	}
@@ -286,6 +365,7 @@ func (s *session) reply(k protocol.ReplyKind) {
 }
 
 // flushReplies queues the replies gathered so far on our own connection.
+// It returns false, with the reason in s.stop, if the session must end.
 func (s *session) flushReplies() bool {
 	s.srv.counters.add(&s.tally)
 	if len(s.replies) == 0 {
@@ -293,7 +373,7 @@ func (s *session) flushReplies() bool {
 	}
 	var res pushResult
 	if s.held == nil {
-		res = s.out.push(s.replies)
+		res = s.out.push(s.replies, nil)
 	} else {
 		res = s.held.push(s, s.replies)
 	}
@@ -305,6 +385,10 @@ func (s *session) flushReplies() bool {
 		s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
 		s.stop = ReasonSlowConsumer
 		return false
+	case unvouched:
+		s.log().Warn("cut off from the cluster: closing the connection")
+		s.stop = ReasonFenced
+		return false
 	case closed:
 		// Ended elsewhere; end already holds the real reason and will
 		// ignore this one.
@@ -312,26 +396,4 @@ func (s *session) flushReplies() bool {
 		return false
 	}
 	return true
-}
-
-// Deliver queues a DELIVERY from a user of another server (hub.Inbox).
-// A queue over its cap ends the session as a slow consumer.
-func (s *session) Deliver(from string, msg []byte) bool {
-	switch s.out.pushDelivery(from, msg) {
-	case pushed:
-		s.link.wake()
-		s.srv.counters.replies[protocol.ReplyDelivery].Add(1)
-		return true
-	case overflow:
-		s.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
-		s.end(ReasonSlowConsumer)
-	}
-	return false
-}
-
-// Evict ends the session because its name can no longer be vouched for
-// (hub.Inbox).
-func (s *session) Evict() {
-	s.log().Warn("cut off from the cluster: closing the connection")
-	s.end(ReasonFenced)
 }

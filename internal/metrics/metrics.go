@@ -129,12 +129,14 @@ type ClusterStats struct {
 	Fenced      bool   // cut off from the cluster: users closed, logins refused
 	CrossServer uint64 // SENDs that went to a user of another server
 	Fences      uint64 // times the server cut itself off
+	Resent      uint64 // frames to other servers sent again for want of an ack
+	Dropped     uint64 // messages NATS dropped for this server's slow subscription
 }
 
 // clusterCollector reads ClusterStats at scrape time.
 type clusterCollector struct {
-	stats                                  func() ClusterStats
-	connected, fenced, crossServer, fences *prometheus.Desc
+	stats                                                   func() ClusterStats
+	connected, fenced, crossServer, fences, resent, dropped *prometheus.Desc
 }
 
 // NewClusterCollector returns a collector of a cluster-mode server's
@@ -146,11 +148,13 @@ func NewClusterCollector(stats func() ClusterStats) prometheus.Collector {
 		fenced:      prometheus.NewDesc("chat_cluster_fenced", "1 while this server is cut off from the cluster (its users closed, logins answered BUSY).", nil, nil),
 		crossServer: prometheus.NewDesc("chat_cluster_cross_server_sends_total", "SENDs to a user of another server, through NATS.", nil, nil),
 		fences:      prometheus.NewDesc("chat_cluster_fences_total", "Times this server cut itself off after it could no longer prove its users' names.", nil, nil),
+		resent:      prometheus.NewDesc("chat_cluster_frames_resent_total", "Frames to other servers sent again because no acknowledgement came in time.", nil, nil),
+		dropped:     prometheus.NewDesc("chat_cluster_nats_dropped_total", "Messages NATS dropped because this server's subscription fell behind (they are sent again).", nil, nil),
 	}
 }
 
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connected, c.fenced, c.crossServer, c.fences} {
+	for _, d := range []*prometheus.Desc{c.connected, c.fenced, c.crossServer, c.fences, c.resent, c.dropped} {
 		ch <- d
 	}
 }
@@ -167,4 +171,6 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.fenced, prometheus.GaugeValue, b(st.Fenced))
 	ch <- prometheus.MustNewConstMetric(c.crossServer, prometheus.CounterValue, float64(st.CrossServer))
 	ch <- prometheus.MustNewConstMetric(c.fences, prometheus.CounterValue, float64(st.Fences))
+	ch <- prometheus.MustNewConstMetric(c.resent, prometheus.CounterValue, float64(st.Resent))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
 }

@@ -1,11 +1,14 @@
-// Package natstest runs a NATS server with JetStream inside a test
-// process, and a TCP proxy that can cut a client off from it. Only tests
-// import it, so the chat server's binary does not link nats-server.
+// Package natstest runs NATS servers with JetStream inside a test process
+// (one, or a routed cluster of several), stops and restarts them, and
+// puts a TCP proxy between a client and NATS that can delay, hold, cut
+// and reset the link. Only tests import it, so the chat server's binary
+// does not link nats-server.
 package natstest
 
 import (
-	"io"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,37 +17,180 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Run starts a NATS server with JetStream, storing in a temporary
-// directory, on a free loopback port. It stops when the test ends.
-func Run(t testing.TB) *server.Server {
-	t.Helper()
-	return start(t, &server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: 4 << 20,
-	})
+// readyTimeout bounds how long a server may take to accept clients, and a
+// cluster to elect its JetStream leader.
+const readyTimeout = 30 * time.Second
+
+// Server is a NATS server run in the test process. It can be stopped and
+// started again on the same port with the same storage, as a restarted
+// NATS server would be. It is stopped when the test ends.
+type Server struct {
+	t    testing.TB
+	opts server.Options
+
+	mu  sync.Mutex
+	srv *server.Server // guarded by mu; nil while stopped
 }
 
-// start starts a NATS server with opts and stops it when the test ends.
-func start(t testing.TB, opts *server.Options) *server.Server {
+// Option changes a server's options before it starts.
+type Option func(*server.Options)
+
+// MaxPayload sets the server's max_payload.
+func MaxPayload(n int32) Option {
+	return func(o *server.Options) { o.MaxPayload = n }
+}
+
+// WithoutJetStream runs the server without JetStream.
+func WithoutJetStream() Option {
+	return func(o *server.Options) { o.JetStream = false }
+}
+
+// Run starts a NATS server with JetStream, storing in a temporary
+// directory, on a free loopback port, with NATS's defaults (max payload
+// 1 MiB) unless opts change them.
+func Run(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
+	o := server.Options{
+		Host:      "127.0.0.1",
+		Port:      freePort(t),
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
 	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Server{t: t, opts: o}
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready in 10s")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
+	t.Cleanup(s.Stop)
 	return s
+}
+
+// Start starts the server, if it is stopped, and waits until it accepts
+// clients.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return
+	}
+	opts := s.opts
+	srv, err := server.NewServer(&opts)
+	if err != nil {
+		s.t.Fatalf("nats server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(readyTimeout) {
+		s.t.Fatalf("nats server not ready in %v", readyTimeout)
+	}
+	s.srv = srv
+}
+
+// Stop shuts the server down; its clients see it go away.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+// URL is the nats:// URL of the server.
+func (s *Server) URL() string { return "nats://" + s.Addr() }
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return fmt.Sprintf("%s:%d", s.opts.Host, s.opts.Port) }
+
+// Name is the server's name in its cluster.
+func (s *Server) Name() string { return s.opts.ServerName }
+
+// Running returns the running server, or nil while it is stopped.
+func (s *Server) Running() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
+
+// Cluster is several NATS servers with JetStream, routed to each other.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// RunCluster starts n routed NATS servers with JetStream and waits until
+// JetStream has a leader.
+func RunCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	routePorts := make([]int, n)
+	for i := range routePorts {
+		routePorts[i] = freePort(t)
+	}
+	c := &Cluster{}
+	for i := range n {
+		var routes []string
+		for j, p := range routePorts {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+			}
+		}
+		o := server.Options{
+			ServerName: fmt.Sprintf("nats-%d", i),
+			Host:       "127.0.0.1",
+			Port:       freePort(t),
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: routePorts[i]},
+			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s := &Server{t: t, opts: o}
+		s.Start()
+		t.Cleanup(s.Stop)
+		c.Nodes = append(c.Nodes, s)
+	}
+	c.WaitForLeader()
+	return c
+}
+
+// URLs is the comma-separated URLs of every node, as --nats-url takes them.
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitForLeader waits until a running node is JetStream's meta leader.
+func (c *Cluster) WaitForLeader() {
+	t := c.Nodes[0].t
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		for _, s := range c.Nodes {
+			if srv := s.Running(); srv != nil && srv.JetStreamIsLeader() {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no JetStream leader in %v", readyTimeout)
+}
+
+// StreamLeader returns the node that leads stream in the global account,
+// or nil if none does now.
+func (c *Cluster) StreamLeader(stream string) *Server {
+	for _, s := range c.Nodes {
+		if srv := s.Running(); srv != nil && srv.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			return s
+		}
+	}
+	return nil
 }
 
 // Connect connects to url with settings fit for tests: quick reconnects,
@@ -59,98 +205,14 @@ func Connect(t testing.TB, url string) *nats.Conn {
 	return nc
 }
 
-// Proxy forwards TCP connections to a target address until Cut, which
-// drops every connection and refuses new ones until Heal.
-type Proxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool                  // guarded by mu
-	conns map[net.Conn]struct{} // guarded by mu
-	wg    sync.WaitGroup
-}
-
-// NewProxy starts a proxy to target on a free loopback port; it stops
-// when the test ends.
-func NewProxy(t testing.TB, target string) *Proxy {
+// freePort returns a loopback port that was free a moment ago. A server
+// that restarts needs the same port, so it cannot ask for port 0.
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-// URL is the nats:// URL to connect through the proxy.
-func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
-
-// Cut drops every connection through the proxy and refuses new ones.
-func (p *Proxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-// Heal lets connections through again.
-func (p *Proxy) Heal() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
-}
-
-func (p *Proxy) close() {
-	p.ln.Close()
-	p.Cut()
-	p.wg.Wait()
-}
-
-func (p *Proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		p.mu.Lock()
-		if err != nil || p.cut {
-			p.mu.Unlock()
-			c.Close()
-			if up != nil {
-				up.Close()
-			}
-			continue
-		}
-		p.conns[c] = struct{}{}
-		p.conns[up] = struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *Proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// RunWithoutJetStream starts a NATS server without JetStream.
-func RunWithoutJetStream(t testing.TB) *server.Server {
-	t.Helper()
-	return start(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

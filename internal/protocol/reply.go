@@ -72,8 +72,10 @@ func AppendListOK(buf []byte, names []string) []byte {
 	return append(buf, '\n')
 }
 
-// AppendDelivery appends "DELIVERY <from> <message>\n".
-func AppendDelivery(buf []byte, from string, message []byte) []byte {
+// AppendDelivery appends "DELIVERY <from> <message>\n". The sender's name
+// may be a string or bytes, so that neither kind of caller converts (and
+// allocates) on the hot path.
+func AppendDelivery[Name string | []byte](buf []byte, from Name, message []byte) []byte {
 	buf = append(buf, "DELIVERY "...)
 	buf = append(buf, from...)
 	buf = append(buf, ' ')

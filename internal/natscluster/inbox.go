@@ -1,0 +1,122 @@
+package natscluster
+
+import "time"
+
+// onFrame handles a frame that came to n's inbox, on nats.go's goroutine
+// for the subscription: frames are handled one at a time, in arrival
+// order. Each record of a channel is handled once, in number order; a
+// frame that skips ahead of what was handled is dropped whole (its sender
+// sends it again, after the frames before it). Nothing is handled while
+// this node's lease does not hold, or from a node known dead.
+func (c *Cluster) onFrame(n *node, data []byte) {
+	h, body, err := parseHeader(data)
+	if err != nil || string(h.to) != n.id {
+		return // malformed, or for an earlier incarnation of ours
+	}
+	p := (*n.peers.Load())[string(h.from)]
+	if p == nil {
+		from := string(h.from)
+		if c.isDead(from) || !(*c.alive.Load())[from] {
+			kick(c.viewKick) // a node we have not seen yet, or gone: look again
+			return
+		}
+		if p = c.addPeer(n, from); p == nil {
+			return
+		}
+	}
+
+	c.deadMu.RLock()
+	_, dead := c.dead[p.id]
+	if dead || n.gone.Load() || !c.lease.Holds(n.epoch) || h.first > p.expect {
+		c.deadMu.RUnlock()
+		return
+	}
+	var failed, theirFailed []uint64
+	var deaths []string
+	hadRecords := len(body) > 0
+	for seq := h.first; len(body) > 0; seq++ {
+		r, rest, err := nextRecord(body)
+		if err != nil {
+			c.log.Error("malformed frame from another server", "node", p.id, "seq", seq)
+			break
+		}
+		body = rest
+		if seq < p.expect {
+			continue // handled already: a frame sent again
+		}
+		switch r.kind {
+		case recSend:
+			if !c.members.Deliver(r.to, r.seq, r.from, r.msg) {
+				failed = append(failed, seq)
+			}
+		case recFailed:
+			theirFailed = append(theirFailed, r.seq)
+		case recRelease:
+			c.dir.released(p.id, string(r.name), r.seq)
+		case recDead:
+			deaths = append(deaths, string(r.name))
+		}
+		p.expect = seq + 1
+	}
+	c.deadMu.RUnlock()
+
+	for _, node := range deaths {
+		if node == n.id {
+			c.fence(n, "another server found this server's lease gone")
+			return
+		}
+		c.markDead(node)
+	}
+	release(p.handled(p.expect-1, failed, theirFailed, h.ack, hadRecords, time.Now()))
+	if hadRecords {
+		c.kick(p) // the ack
+	}
+}
+
+// kick puts p on the flusher's list.
+func (c *Cluster) kick(p *peer) {
+	c.flushMu.Lock()
+	if !p.dirty {
+		p.dirty = true
+		c.dirty = append(c.dirty, p)
+	}
+	c.flushMu.Unlock()
+	kick(c.flushKick)
+}
+
+// flush sends what the channels on the flusher's list have sealed, and,
+// every retransmitTick, sends again what waited too long for its ack.
+func (c *Cluster) flush(now time.Time) {
+	c.flushMu.Lock()
+	dirty := c.dirty
+	c.dirty = c.spareDirty[:0]
+	for _, p := range dirty {
+		p.dirty = false
+	}
+	c.flushMu.Unlock()
+	for _, p := range dirty {
+		for _, f := range p.seal(now) {
+			c.publish(p, f)
+		}
+	}
+	clear(dirty)
+	c.spareDirty = dirty
+	if now.Sub(c.lastResend) < retransmitTick {
+		return
+	}
+	c.lastResend = now
+	if n := c.node.Load(); n != nil {
+		for _, p := range n.peerList() {
+			for _, f := range p.overdue(now) {
+				c.resent.Add(1)
+				c.publish(p, f)
+			}
+		}
+	}
+}
+
+// publish sends a frame. A frame that cannot go now (NATS is away) is
+// sent again later, like a lost one.
+func (c *Cluster) publish(p *peer, f *frame) {
+	_ = c.nc.Publish(p.subject, f.b)
+}

@@ -1,0 +1,289 @@
+package natscluster
+
+import (
+	"sync"
+	"time"
+
+	"chatserver/internal/chat"
+)
+
+const (
+	// maxFrameBytes is the most records one frame carries; a bigger record
+	// goes alone. Bigger frames would only add latency.
+	maxFrameBytes = 64 << 10
+	// minRTO and maxRTO bound how long a frame waits for its ack before it
+	// is sent again, with everything after it.
+	minRTO = 200 * time.Millisecond
+	maxRTO = 2 * time.Second
+)
+
+// peer is this node's channel with another node: the records it sends
+// there (kept until they are acknowledged, and sent again if a frame is
+// lost), and how far it has handled theirs. Records are SENDs, answers to
+// theirs, and notices (a release, a death) that someone waits for.
+type peer struct {
+	c       *Cluster
+	self    *node  // the incarnation of ours this channel belongs to
+	id      string // theirs
+	subject string // their inbox
+
+	mu          sync.Mutex
+	closed      bool          // guarded by mu: their node or ours is gone; nothing more is appended
+	nextSeq     uint64        // guarded by mu: the number of the next record appended
+	batches     []batch       // guarded by mu: records appended since the last seal, in frame-sized runs
+	building    batch         // guarded by mu: the run being appended to
+	buildFirst  uint64        // guarded by mu: the number of the first record not yet in a frame
+	frames      []*frame      // guarded by mu: sent and not yet acknowledged, oldest first
+	waiting     []waiter      // guarded by mu: records someone waits for, in number order
+	acked       uint64        // guarded by mu: they handled our records up to this one
+	recvAck     uint64        // guarded by mu: we handled theirs up to this one
+	ackDue      bool          // guarded by mu: recvAck moved since our last frame
+	established bool          // guarded by mu: they acknowledged a record of ours (see directory)
+	srtt, rto   time.Duration // guarded by mu
+
+	expect uint64 // owned by the inbox: the number of their next record to handle
+	dirty  bool   // guarded by Cluster.flushMu: on the flusher's list
+}
+
+// frame is a sealed frame. Its bytes are only touched by the flusher,
+// which sends it and, to send it again, rewrites its ack.
+type frame struct {
+	b           []byte
+	first, last uint64 // its records' numbers; last < first if it has none
+	sent        time.Time
+	resent      bool
+}
+
+// batch is a run of encoded records, at most maxFrameBytes unless it is one
+// big record.
+type batch struct {
+	records []byte
+	count   uint64
+}
+
+// waiter is a record someone waits for: a SEND's sender, or a notice's
+// barrier.
+type waiter struct {
+	seq     uint64
+	failed  bool           // they answered a recFailed for it
+	done    chat.Forwarded // a SEND
+	id      uint64
+	barrier chan struct{} // a notice: closed once handled by them, or once they are gone
+}
+
+func newPeer(c *Cluster, self *node, id string) *peer {
+	return &peer{c: c, self: self, id: id, subject: c.inboxSubject(id), nextSeq: 1, buildFirst: 1, expect: 1, rto: minRTO}
+}
+
+// appendSend appends a SEND record, unless the channel is closed or this
+// node can no longer vouch for its users. The check and the append are
+// one step under mu, so no SEND leaves after the lease ran out.
+func (p *peer) appendSend(toClaim uint64, to []byte, from string, msg []byte, done chat.Forwarded, id uint64) bool {
+	p.mu.Lock()
+	if p.closed || !p.c.lease.Holds(p.self.epoch) {
+		p.mu.Unlock()
+		return false
+	}
+	p.waiting = append(p.waiting, waiter{seq: p.nextSeq, done: done, id: id})
+	p.startRecordLocked(recordOverhead + len(msg))
+	p.building.records = appendSend(p.building.records, toClaim, to, from, msg)
+	p.mu.Unlock()
+	p.c.kick(p)
+	return true
+}
+
+// appendNotice appends a notice record built by rec and returns a channel
+// closed once they handled it or are gone; nil if the channel is closed.
+func (p *peer) appendNotice(rec func([]byte) []byte) <-chan struct{} {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	p.waiting = append(p.waiting, waiter{seq: p.nextSeq, barrier: ch})
+	p.startRecordLocked(recordOverhead)
+	p.building.records = rec(p.building.records)
+	p.mu.Unlock()
+	p.c.kick(p)
+	return ch
+}
+
+// handled records what the inbox did with a frame of theirs: it handled
+// their records up to last and failed the SENDs in failed (recFailed
+// records go back for those); they marked our SENDs in theirFailed as not
+// delivered; and they handled ours up to ack. A frame with records is
+// acknowledged, even if it only repeated ones handled before (our ack
+// may have been lost). It returns the records whose outcome is now known,
+// for the caller to report outside the lock.
+func (p *peer) handled(last uint64, failed, theirFailed []uint64, ack uint64, hadRecords bool, now time.Time) []waiter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	for _, seq := range failed {
+		p.startRecordLocked(1 + 10)
+		p.building.records = appendFailed(p.building.records, seq)
+	}
+	p.recvAck = max(p.recvAck, last)
+	p.ackDue = p.ackDue || hadRecords
+	for _, seq := range theirFailed {
+		if i := p.waiterIndex(seq); i >= 0 {
+			p.waiting[i].failed = true
+		}
+	}
+	if ack <= p.acked {
+		return nil
+	}
+	p.acked, p.established = ack, true
+	n := 0
+	for n < len(p.frames) && p.frames[n].last <= ack {
+		if f := p.frames[n]; !f.resent && f.last >= f.first {
+			p.sampleRTT(now.Sub(f.sent))
+		}
+		n++
+	}
+	p.frames = p.frames[n:]
+	n = 0
+	for n < len(p.waiting) && p.waiting[n].seq <= ack {
+		n++
+	}
+	done := p.waiting[:n:n]
+	p.waiting = p.waiting[n:]
+	return done
+}
+
+// startRecordLocked numbers the record about to be appended, of about
+// size bytes, and starts a new run first if this one would grow past a
+// frame.
+func (p *peer) startRecordLocked(size int) {
+	if p.building.count > 0 && len(p.building.records)+size > maxFrameBytes {
+		p.batches = append(p.batches, p.building)
+		p.building = batch{}
+	}
+	p.building.count++
+	p.nextSeq++
+}
+
+func (p *peer) waiterIndex(seq uint64) int {
+	lo, hi := 0, len(p.waiting)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if p.waiting[mid].seq < seq {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < len(p.waiting) && p.waiting[lo].seq == seq {
+		return lo
+	}
+	return -1
+}
+
+func (p *peer) sampleRTT(sample time.Duration) {
+	if p.srtt == 0 {
+		p.srtt = sample
+	} else {
+		p.srtt += (sample - p.srtt) / 8
+	}
+	p.rto = min(max(2*p.srtt+50*time.Millisecond, minRTO), maxRTO)
+}
+
+// seal turns what was appended, or an ack that is due, into frames to
+// send.
+func (p *peer) seal(now time.Time) []*frame {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	var out []*frame
+	if p.building.count > 0 {
+		p.batches = append(p.batches, p.building)
+		p.building = batch{records: p.building.records[:0]} // copied into the frame below
+	}
+	for _, b := range p.batches {
+		f := p.newFrame(b, now)
+		p.frames = append(p.frames, f)
+		out = append(out, f)
+	}
+	clear(p.batches)
+	p.batches = p.batches[:0]
+	if len(out) == 0 && p.ackDue {
+		out = append(out, p.newFrame(batch{}, now)) // an ack alone; not kept
+	}
+	p.ackDue = false
+	return out
+}
+
+// newFrame makes a frame of the run b, which follows buildFirst.
+func (p *peer) newFrame(b batch, now time.Time) *frame {
+	buf := make([]byte, 0, headerLen+len(b.records))
+	buf = appendHeader(buf, p.self.id, p.id, p.buildFirst, p.recvAck)
+	buf = append(buf, b.records...)
+	f := &frame{b: buf, first: p.buildFirst, last: p.buildFirst + b.count - 1, sent: now}
+	p.buildFirst += b.count
+	return f
+}
+
+// overdue returns the frames to send again: all of them, once the oldest
+// has waited longer than the retransmission timeout. Their acks are made
+// current.
+func (p *peer) overdue(now time.Time) []*frame {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.frames) == 0 || now.Sub(p.frames[0].sent) < p.rto {
+		return nil
+	}
+	p.rto = min(2*p.rto, maxRTO)
+	out := make([]*frame, len(p.frames))
+	for i, f := range p.frames {
+		setAck(f.b, p.recvAck)
+		f.sent, f.resent = now, true
+		out[i] = f
+	}
+	p.ackDue = false
+	return out
+}
+
+// close ends the channel: nothing more is appended or sent, and every
+// waiter is released, SENDs as not delivered.
+func (p *peer) close() []waiter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	all := p.waiting
+	for i := range all {
+		all[i].failed = true
+	}
+	p.waiting, p.frames, p.batches, p.building = nil, nil, nil, batch{}
+	return all
+}
+
+func (p *peer) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+func (p *peer) isEstablished() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.established && !p.closed
+}
+
+// release reports the outcome of SENDs and opens barriers.
+func release(ws []waiter) {
+	for _, w := range ws {
+		if w.barrier != nil {
+			close(w.barrier)
+		} else {
+			w.done.Forwarded(w.id, !w.failed)
+		}
+	}
+}
