@@ -3,14 +3,11 @@ package tests
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"os/exec"
 
 	"chatserver/internal/chat"
 	"chatserver/internal/chat/chattest"
@@ -173,10 +170,7 @@ func TestClusterAcrossNodes(t *testing.T) {
 // its users' names free on the other node within 5 s.
 func TestClusterNodeKilled(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "chat-server")
-	if out, err := exec.Command("go", "build", "-o", bin, "chatserver/cmd/chat-server").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := serverBinary(t)
 	ns := runNATS(t)
 	_, addr, _ := startNode(t, ns.URL(), nil)
 	p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0", "--nats-url", ns.URL())
@@ -191,7 +185,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	killed := time.Now()
 	p.wait()
 	bob.send("SEND ann still there?\n")
-	bob.expect("BAD-DEST-USER") // its subscriptions went with its connection
+	bob.expect("BAD-DEST-USER") // once its lease is gone: NATS said no one got the SEND
 	again := dial(t, addr)
 	for {
 		again.send("HELLO-FROM ann\n")

@@ -7,10 +7,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +27,53 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	if serverBuild.dir != "" {
+		os.RemoveAll(serverBuild.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// serverBuild is the chat-server binary the process tests run, built once.
+var serverBuild struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// serverBinary returns the chat-server binary to run: $CHAT_SERVER_BIN if
+// set (to run the process tests against another build), else one built
+// from this tree, once per test run, with -race if the tests run with it
+// (startProc fails a test whose server reports a race).
+func serverBinary(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("CHAT_SERVER_BIN"); bin != "" {
+		return bin
+	}
+	serverBuild.once.Do(func() {
+		if serverBuild.dir, serverBuild.err = os.MkdirTemp("", "chat-server-test-"); serverBuild.err != nil {
+			return
+		}
+		serverBuild.path = filepath.Join(serverBuild.dir, "chat-server")
+		args := []string{"build", "-o", serverBuild.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		if out, err := exec.Command("go", append(args, "chatserver/cmd/chat-server")...).CombinedOutput(); err != nil {
+			serverBuild.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if serverBuild.err != nil {
+		t.Fatal(serverBuild.err)
+	}
+	return serverBuild.path
 }
 
 // replyTimeout bounds every wait for a reply. Tests synchronise on replies;

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -27,14 +26,11 @@ import (
 // seconds" of a signal, or at once after a bad flag.
 const exitTimeout = 10 * time.Second
 
-// TestProcess builds the command once, into a directory that lives as
-// long as the test, and runs its subtests in parallel against it.
+// TestProcess runs its subtests in parallel against the chat-server
+// binary.
 func TestProcess(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "chat-server")
-	if out, err := exec.Command("go", "build", "-o", bin, "chatserver/cmd/chat-server").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := serverBinary(t)
 
 	t.Run("serves", func(t *testing.T) {
 		t.Parallel()
@@ -273,6 +269,9 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		default:
 			_ = p.cmd.Process.Kill()
 			<-p.exited
+		}
+		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race:\n%s", bin, p.stderr.String())
 		}
 	})
 	return p

@@ -167,7 +167,7 @@ func joinCluster(opts *options, log *slog.Logger) (cl *natscluster.Cluster, leav
 		nats.Name("chat-server"),
 		nats.Timeout(2*time.Second),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(100*time.Millisecond),
 		// No buffering while disconnected: what cannot go now is sent
 		// again by the cluster's own channels once NATS is back.
 		nats.ReconnectBufSize(-1),

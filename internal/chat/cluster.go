@@ -46,8 +46,7 @@ type Cluster interface {
 	// List appends every logged-in user's name to dst, in login order.
 	List(dst []string) ([]string, error)
 	// Forward hands msg from the user named from to the user named to on
-	// another server, and tells done, once, with id: ok once the DELIVERY
-	// is queued on the recipient's connection, not ok if it never will be.
+	// another server, and tells done, once, with id, the outcome.
 	// Messages from one sender to one recipient arrive in call order. It
 	// may block while it looks the recipient up; msg is only read during
 	// the call.
@@ -67,8 +66,21 @@ type Members interface {
 
 // Forwarded is told the outcome of each message a session forwarded.
 type Forwarded interface {
-	Forwarded(id uint64, ok bool)
+	Forwarded(id uint64, o Outcome)
 }
+
+// Outcome is what became of a forwarded message.
+type Outcome uint8
+
+// The outcomes of a forwarded message.
+const (
+	Delivered    Outcome = iota // the DELIVERY is queued on the recipient's connection: SEND-OK
+	NotDelivered                // it never will be: BAD-DEST-USER
+	// Unknown: the recipient's server was lost before it answered, so
+	// the message may or may not have been queued there. Neither reply
+	// would be true: the sender's connection ends without one.
+	Unknown
+)
 
 // Lease is how long this server may still act for its users' claims: take
 // and deliver messages for them. The cluster extends it while NATS

@@ -119,8 +119,14 @@ func (h *heldReplies) appendLocked(slot replySlot) uint64 {
 }
 
 // Forwarded fills a forward's slot and queues, in order, every reply that
-// no longer waits (Forwarded).
-func (s *session) Forwarded(id uint64, ok bool) {
+// no longer waits (Forwarded). An Unknown outcome ends the session: no
+// reply to that SEND could be true, and none after it may come first.
+func (s *session) Forwarded(id uint64, o Outcome) {
+	if o == Unknown {
+		s.log().Warn("a SEND's recipient's server was lost before it answered: closing the connection without a reply")
+		s.end(ReasonSendUnknown)
+	}
+	ok := o == Delivered
 	h := s.held
 	h.mu.Lock()
 	state := slotBadDest
@@ -151,15 +157,17 @@ func (s *session) Forwarded(id uint64, ok bool) {
 	}
 	res := pushed
 	if len(out) > 0 {
-		res = s.out.push(out, nil) // answers to requests taken while the lease held
+		res = s.out.push(out, s.srv.lease) // nothing is answered once the lease ran out
 	}
 	h.out = dropBig(out)
 	h.mu.Unlock()
 
-	if ok {
+	switch {
+	case res != pushed:
+	case ok:
 		s.srv.counters.replies[protocol.ReplySendOK].Add(1)
 		s.srv.counters.delivered.Add(1)
-	} else {
+	default:
 		s.srv.counters.replies[protocol.ReplyBadDestUser].Add(1)
 	}
 	switch {
@@ -169,6 +177,8 @@ func (s *session) Forwarded(id uint64, ok bool) {
 	case res == overflow:
 		s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
 		s.end(ReasonSlowConsumer)
+	case res == unvouched:
+		s.end(ReasonFenced)
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	ReasonConnLimit                         // MaxConns connections were already open
 	ReasonInternalError                     // a bug: a panic in its handler
 	ReasonFenced                            // cluster mode: this server was cut off from NATS too long
+	ReasonSendUnknown                       // cluster mode: a SEND's recipient's server was lost before it answered
 	NumCloseReasons
 )
 
@@ -32,6 +33,19 @@ var reasonNames = [NumCloseReasons]string{
 	ReasonConnLimit:      "conn_limit",
 	ReasonInternalError:  "internal_error",
 	ReasonFenced:         "fenced",
+	ReasonSendUnknown:    "send_unknown",
+}
+
+// drains reports whether a connection ending for this reason still gets
+// what is queued for it, so that no message acknowledged with SEND-OK is
+// lost to a recipient that reads. A connection that broke, cannot keep up,
+// or hit a bug does not.
+func (r CloseReason) drains() bool {
+	switch r {
+	case ReasonReset, ReasonSlowConsumer, ReasonInternalError:
+		return false
+	}
+	return true
 }
 
 // String returns the reason's name as it appears in logs and metrics.

@@ -115,9 +115,7 @@ func (s *session) end(reason CloseReason) {
 		s.reason = reason
 		s.out.close()
 	})
-	// On these what is queued is still written, so that no message
-	// acknowledged with SEND-OK is lost to a recipient that reads.
-	s.link.shut(reason == ReasonClientClosed || reason == ReasonServerShutdown || reason == ReasonFenced)
+	s.link.shut(reason.drains())
 }
 
 // finish is the link's last call, once both its sides are done.

@@ -254,6 +254,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections_closed_total{reason=conn_limit}":      0,
 		"chat_connections_closed_total{reason=internal_error}":  0,
 		"chat_connections_closed_total{reason=fenced}":          0,
+		"chat_connections_closed_total{reason=send_unknown}":    0,
 	}
 	families := scrape(t, url)
 	got := samples(families)

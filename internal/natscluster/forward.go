@@ -18,7 +18,7 @@ func (c *Cluster) Forward(from string, to, msg []byte, done chat.Forwarded, id u
 	c.forwards.Add(1)
 	n := c.node.Load()
 	if n == nil {
-		done.Forwarded(id, false)
+		done.Forwarded(id, chat.NotDelivered)
 		return
 	}
 	r, ok := c.dir.lookup(to)
@@ -29,14 +29,14 @@ func (c *Cluster) Forward(from string, to, msg []byte, done chat.Forwarded, id u
 		// Nobody holds the name, or a user of ours is logging in or out
 		// as it: either way not deliverable now (and never through NATS
 		// to ourselves, which could overtake a later local SEND).
-		done.Forwarded(id, false)
+		done.Forwarded(id, chat.NotDelivered)
 		return
 	}
 	ctx, cancel := c.requestContext()
 	p := c.peerFor(ctx, n, r.node)
 	cancel()
 	if p == nil || !p.appendSend(r.claim, to, from, msg, done, id) {
-		done.Forwarded(id, false)
+		done.Forwarded(id, chat.NotDelivered)
 	}
 }
 
@@ -113,14 +113,16 @@ func (d *directory) clear() {
 
 // resolve reads who holds the name from the claims stream's leader, which
 // has every claim answered so far, and caches it if it may (see
-// directory). A read that fails is tried again until the request timeout.
+// directory). A read that fails is tried again for as long as this node
+// acts: an answer that the name is free must be true, and a node that
+// cannot reach NATS fences within fenceAfter.
 func (c *Cluster) resolve(n *node, name []byte) (route, bool) {
 	gen := c.dir.generation()
-	ctx, cancel := c.requestContext()
-	defer cancel()
 	subject := c.usersPrefix + encodeName(name)
 	for {
+		ctx, cancel := c.requestContext()
 		msg, err := c.objects().claims.GetLastMsgForSubject(ctx, subject)
+		cancel()
 		switch {
 		case err == nil:
 			node, _, _ := strings.Cut(string(msg.Data), " ")
@@ -131,9 +133,9 @@ func (c *Cluster) resolve(n *node, name []byte) (route, bool) {
 			return r, true
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return route{}, false
-		case !sleep(ctx, 50*time.Millisecond):
-			c.log.Debug("lookup failed", "err", err)
+		case n.gone.Load() || !c.pause(50*time.Millisecond):
 			return route{}, false
 		}
+		c.log.Debug("lookup failed; retrying", "err", err)
 	}
 }

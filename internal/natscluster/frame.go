@@ -13,7 +13,7 @@ import (
 // acknowledgement). Frames may be lost or repeated; records are handled
 // once each, in number order (see peer and inbox).
 //
-// Header (fixed size, so a frame sent again can carry a newer ack):
+// Header:
 //
 //	version  1 byte
 //	from     22 bytes: the sending node's id
@@ -35,6 +35,11 @@ const (
 	offFirst     = 1 + 2*nodeIDLen
 	offAck       = offFirst + 8
 )
+
+// A frame's ack covers only records whose recFailed answers are in that
+// frame or in earlier ones, and a receiver applies an ack only once it has
+// every record before the frame's: so a SEND is never taken as delivered
+// while its recFailed is still on the way.
 
 type recordKind byte
 
@@ -60,11 +65,6 @@ func appendHeader(b []byte, from, to string, first, ack uint64) []byte {
 	b = append(b, to...)
 	b = binary.BigEndian.AppendUint64(b, first)
 	return binary.BigEndian.AppendUint64(b, ack)
-}
-
-// setAck rewrites a frame's ack, for a frame sent again.
-func setAck(frame []byte, ack uint64) {
-	binary.BigEndian.PutUint64(frame[offAck:], ack)
 }
 
 func appendString[S string | []byte](b []byte, s S) []byte {

@@ -1,6 +1,12 @@
 package natscluster
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
 
 // onFrame handles a frame that came to n's inbox, on nats.go's goroutine
 // for the subscription: frames are handled one at a time, in arrival
@@ -116,7 +122,31 @@ func (c *Cluster) flush(now time.Time) {
 }
 
 // publish sends a frame. A frame that cannot go now (NATS is away) is
-// sent again later, like a lost one.
+// sent again later, like a lost one. A frame with records asks NATS to
+// say so if no one receives it (see onNobody); an ack alone needs no
+// answer.
 func (c *Cluster) publish(p *peer, f *frame) {
-	_ = c.nc.Publish(p.subject, f.b)
+	msg := &nats.Msg{Subject: p.subject, Data: f.b}
+	if f.last >= f.first {
+		p.sending(f)
+		msg.Reply = c.nobodyPrefix + p.self.id + "." + p.id + "." + strconv.FormatUint(f.first, 10)
+	}
+	_ = c.nc.PublishMsg(msg)
+}
+
+// onNobody handles NATS's answer to a frame that reached no subscriber:
+// its receiver's node is gone, or not subscribed yet. Either way that copy
+// delivered nothing.
+func (c *Cluster) onNobody(n *node, msg *nats.Msg) {
+	if msg.Header.Get("Status") != "503" {
+		return
+	}
+	peerID, first, ok := strings.Cut(strings.TrimPrefix(msg.Subject, c.nobodyPrefix+n.id+"."), ".")
+	seq, err := strconv.ParseUint(first, 10, 64)
+	if !ok || err != nil {
+		return
+	}
+	if p := (*n.peers.Load())[peerID]; p != nil {
+		p.reachedNobody(seq)
+	}
 }

@@ -2,7 +2,6 @@ package natscluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,57 +15,102 @@ import (
 func (c *Cluster) newNode(ctx context.Context) (*node, error) {
 	id := nuid.Next()
 	sent := time.Now()
-	rev, err := c.objects().leases.Create(ctx, id, []byte(sent.UTC().Format(time.RFC3339)))
+	_, err := c.objects().leases.Create(ctx, id, []byte(sent.UTC().Format(time.RFC3339)))
 	if err != nil {
 		return nil, fmt.Errorf("take a node lease: %w", err)
 	}
 	c.mu.Lock()
 	c.epochs++
-	n := &node{id: id, epoch: c.epochs, leaseSent: sent, rev: rev}
+	n := &node{id: id, epoch: c.epochs, leaseSent: sent}
 	c.mu.Unlock()
 	n.peers.Store(&map[string]*peer{})
 	return n, nil
 }
 
-// subscribe subscribes n's inbox. Frames are handled in arrival order on
+// subscribe subscribes n's inbox, and the subject where NATS answers its
+// frames that reached no one. Frames are handled in arrival order on
 // nats.go's goroutine for the subscription.
 func (c *Cluster) subscribe(n *node) error {
-	sub, err := c.nc.Subscribe(c.inboxSubject(n.id), func(msg *nats.Msg) { c.onFrame(n, msg.Data) })
-	if err != nil {
+	var err error
+	if n.inbox, err = c.nc.Subscribe(c.inboxSubject(n.id), func(msg *nats.Msg) { c.onFrame(n, msg.Data) }); err != nil {
 		return err
 	}
 	// Frames that overflow these are dropped by nats.go, and sent again.
-	_ = sub.SetPendingLimits(1<<16, 256<<20)
-	n.inbox = sub
+	_ = n.inbox.SetPendingLimits(1<<16, 256<<20)
+	if n.nobody, err = c.nc.Subscribe(c.nobodyPrefix+n.id+".>", func(msg *nats.Msg) { c.onNobody(n, msg) }); err != nil {
+		return err
+	}
 	return c.nc.FlushTimeout(c.cfg.RequestTimeout)
 }
 
-// refreshLease refreshes the current node's lease, or rejoins after a
-// fence. The lease is extended from when the refresh was sent, not
-// answered: NATS stored it after that.
+// unsubscribe ends n's subscriptions.
+func (n *node) unsubscribe() {
+	for _, sub := range []*nats.Subscription{n.inbox, n.nobody} {
+		if sub != nil {
+			sub.Unsubscribe()
+		}
+	}
+}
+
+// refreshLease sends a refresh of the current node's lease, without
+// waiting for earlier ones (a refresh stuck on a lost link must not hold
+// back the next), and extends chat's lease from the latest refresh NATS
+// acknowledged: from when it was sent, since NATS stored it after that.
+// A lease that is gone is seen by pollView. After a fence it rejoins.
 func (c *Cluster) refreshLease(time.Time) {
 	n := c.node.Load()
 	if n == nil {
 		c.rejoin()
 		return
 	}
-	ctx, cancel := c.requestContext()
-	defer cancel()
-	sent := time.Now()
-	rev, err := c.objects().leases.Update(ctx, n.id, []byte(sent.UTC().Format(time.RFC3339)), n.rev)
-	switch {
-	case err == nil:
-		n.rev = rev
-		c.mu.Lock()
-		if c.node.Load() == n { // not fenced while the refresh was out
-			c.lease.Extend(n.epoch, sent.Add(fenceAfter))
-		}
-		c.mu.Unlock()
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyExists):
-		c.fence(n, "the node's lease is gone")
-	default:
-		c.log.Debug("lease refresh failed", "err", err)
+	latest := n.refreshes.settle()
+	c.mu.Lock()
+	if !latest.IsZero() && c.node.Load() == n { // not fenced meanwhile
+		c.lease.Extend(n.epoch, latest.Add(fenceAfter))
 	}
+	c.mu.Unlock()
+	sent := time.Now()
+	future, err := c.leaseJS.PublishAsync(c.leasePrefix+n.id, []byte(sent.UTC().Format(time.RFC3339)))
+	if err != nil {
+		c.log.Debug("lease refresh not sent", "err", err)
+		return
+	}
+	n.refreshes.add(future, sent)
+}
+
+// refreshes are a node's lease refreshes still out; owned by the lease
+// loop.
+type refreshes struct {
+	out []refresh
+}
+
+type refresh struct {
+	future jetstream.PubAckFuture
+	sent   time.Time
+}
+
+func (r *refreshes) add(f jetstream.PubAckFuture, sent time.Time) {
+	r.out = append(r.out, refresh{f, sent})
+}
+
+// settle forgets the refreshes that were answered and returns when the
+// latest acknowledged one was sent (zero if none).
+func (r *refreshes) settle() time.Time {
+	var latest time.Time
+	keep := r.out[:0]
+	for _, ref := range r.out {
+		select {
+		case <-ref.future.Ok():
+			latest = ref.sent // r.out is in send order
+		case <-ref.future.Err():
+		default:
+			keep = append(keep, ref)
+			continue
+		}
+	}
+	clear(r.out[len(keep):])
+	r.out = keep
+	return latest
 }
 
 // watchdog fences the node once its lease may have run out: other nodes
@@ -98,9 +142,7 @@ func (c *Cluster) fence(n *node, why string) {
 	c.fences.Add(1)
 	c.log.Warn("cut off from the cluster: closing this server's users", "why", why, "node", n.id)
 	c.members.EvictAll()
-	if n.inbox != nil {
-		n.inbox.Unsubscribe()
-	}
+	n.unsubscribe()
 	c.relMu.Lock() // no channel is added to n after this
 	peers := n.peerList()
 	n.peers.Store(&map[string]*peer{})
@@ -125,8 +167,8 @@ func (c *Cluster) rejoin() {
 		err = c.subscribe(n)
 	}
 	if err != nil {
-		if n != nil && n.inbox != nil {
-			n.inbox.Unsubscribe()
+		if n != nil {
+			n.unsubscribe()
 		}
 		c.log.Debug("rejoin failed", "err", err)
 		return

@@ -135,14 +135,16 @@ type Stats struct {
 // Cluster is a chat.Cluster over NATS. Create it with New; it starts
 // serving when the chat server attaches to it.
 type Cluster struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg Config
-	log *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	leaseJS jetstream.JetStream // for lease refreshes: asynchronous, each answered or failed within a request timeout
+	cfg     Config
+	log     *slog.Logger
 
-	usersPrefix string // C.users.
-	inboxPrefix string // C.n.
-	leasePrefix string // $KV.C_nodes.
+	usersPrefix  string // C.users.
+	inboxPrefix  string // C.n.
+	nobodyPrefix string // C.nobody.: NATS's "no responders" answers to frames
+	leasePrefix  string // $KV.C_nodes.
 
 	objs  atomic.Pointer[objects] // replaced when NATS lost them and they are made again
 	snaps snapshotCache
@@ -201,9 +203,10 @@ func (c *Cluster) objects() *objects { return c.objs.Load() }
 type node struct {
 	id        string
 	epoch     uint64
-	leaseSent time.Time          // when the lease was taken; owned by the lease loop from Attach on
-	rev       uint64             // the lease's revision; owned by the lease loop
+	leaseSent time.Time          // when the lease was taken
+	refreshes refreshes          // owned by the lease loop
 	inbox     *nats.Subscription // set by Attach or rejoin
+	nobody    *nats.Subscription // NATS's answers to its frames that reached no one
 	tokens    atomic.Uint64      // for claims' tokens
 	gone      atomic.Bool        // fenced: nothing more is done as this node
 
@@ -233,23 +236,29 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	leaseJS, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.RequestTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
 	c := &Cluster{
-		nc:          nc,
-		js:          js,
-		cfg:         cfg,
-		log:         cfg.Logger,
-		usersPrefix: cfg.Cluster + ".users.",
-		inboxPrefix: cfg.Cluster + ".n.",
-		leasePrefix: "$KV." + cfg.Cluster + "_nodes.",
-		owned:       make(map[uint64]*ownedClaim),
-		claiming:    make(map[string]bool),
-		releasing:   make(map[string]chan struct{}),
-		dead:        make(map[string]time.Time),
-		dir:         directory{routes: make(map[string]route)},
-		flushKick:   make(chan struct{}, 1),
-		viewKick:    make(chan struct{}, 1),
-		sweepKick:   make(chan struct{}, 1),
-		quit:        make(chan struct{}),
+		nc:           nc,
+		js:           js,
+		leaseJS:      leaseJS,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		usersPrefix:  cfg.Cluster + ".users.",
+		inboxPrefix:  cfg.Cluster + ".n.",
+		nobodyPrefix: cfg.Cluster + ".nobody.",
+		leasePrefix:  "$KV." + cfg.Cluster + "_nodes.",
+		owned:        make(map[uint64]*ownedClaim),
+		claiming:     make(map[string]bool),
+		releasing:    make(map[string]chan struct{}),
+		dead:         make(map[string]time.Time),
+		dir:          directory{routes: make(map[string]route)},
+		flushKick:    make(chan struct{}, 1),
+		viewKick:     make(chan struct{}, 1),
+		sweepKick:    make(chan struct{}, 1),
+		quit:         make(chan struct{}),
 	}
 	c.alive.Store(&map[string]bool{})
 	if err := c.ensureObjects(ctx); err != nil {
@@ -377,9 +386,7 @@ func (c *Cluster) Close() error {
 			return
 		}
 		n.gone.Store(true)
-		if n.inbox != nil {
-			n.inbox.Unsubscribe()
-		}
+		n.unsubscribe()
 		for _, p := range n.peerList() {
 			release(p.close())
 		}

@@ -1,6 +1,7 @@
 package natscluster
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -45,13 +46,14 @@ type peer struct {
 	dirty  bool   // guarded by Cluster.flushMu: on the flusher's list
 }
 
-// frame is a sealed frame. Its bytes are only touched by the flusher,
-// which sends it and, to send it again, rewrites its ack.
+// frame is a sealed frame; its bytes never change.
 type frame struct {
 	b           []byte
-	first, last uint64 // its records' numbers; last < first if it has none
-	sent        time.Time
+	first, last uint64    // its records' numbers; last < first if it has none
+	sent        time.Time // guarded by peer.mu, like the rest
 	resent      bool
+	copies      int // sent so many times
+	toNobody    int // copies NATS answered "no responders" for: they reached no one
 }
 
 // batch is a run of encoded records, at most maxFrameBytes unless it is one
@@ -65,7 +67,7 @@ type batch struct {
 // barrier.
 type waiter struct {
 	seq     uint64
-	failed  bool           // they answered a recFailed for it
+	outcome chat.Outcome   // a SEND's, once known: Delivered until a recFailed says otherwise
 	done    chat.Forwarded // a SEND
 	id      uint64
 	barrier chan struct{} // a notice: closed once handled by them, or once they are gone
@@ -130,7 +132,7 @@ func (p *peer) handled(last uint64, failed, theirFailed []uint64, ack uint64, ha
 	p.ackDue = p.ackDue || hadRecords
 	for _, seq := range theirFailed {
 		if i := p.waiterIndex(seq); i >= 0 {
-			p.waiting[i].failed = true
+			p.waiting[i].outcome = chat.NotDelivered
 		}
 	}
 	if ack <= p.acked {
@@ -229,8 +231,9 @@ func (p *peer) newFrame(b batch, now time.Time) *frame {
 }
 
 // overdue returns the frames to send again: all of them, once the oldest
-// has waited longer than the retransmission timeout. Their acks are made
-// current.
+// has waited longer than the retransmission timeout. They go as they
+// were: a frame's ack may only cover what the recFailed records in it and
+// before it vouch for, and a newer ack follows in the next frame.
 func (p *peer) overdue(now time.Time) []*frame {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -240,16 +243,16 @@ func (p *peer) overdue(now time.Time) []*frame {
 	p.rto = min(2*p.rto, maxRTO)
 	out := make([]*frame, len(p.frames))
 	for i, f := range p.frames {
-		setAck(f.b, p.recvAck)
 		f.sent, f.resent = now, true
 		out[i] = f
 	}
-	p.ackDue = false
 	return out
 }
 
 // close ends the channel: nothing more is appended or sent, and every
-// waiter is released, SENDs as not delivered.
+// waiter is released. A SEND never sent, or whose every copy reached no
+// one, was not delivered; one sent and not acknowledged may have been, or
+// not: its outcome is unknown.
 func (p *peer) close() []waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -259,10 +262,49 @@ func (p *peer) close() []waiter {
 	p.closed = true
 	all := p.waiting
 	for i := range all {
-		all[i].failed = true
+		if f := p.frameOf(all[i].seq); f != nil && f.toNobody < f.copies {
+			all[i].outcome = chat.Unknown
+		} else {
+			all[i].outcome = chat.NotDelivered
+		}
 	}
 	p.waiting, p.frames, p.batches, p.building = nil, nil, nil, batch{}
 	return all
+}
+
+// frameOf returns the sent frame that holds record seq, or nil.
+func (p *peer) frameOf(seq uint64) *frame {
+	i, found := slices.BinarySearchFunc(p.frames, seq, func(f *frame, seq uint64) int {
+		switch {
+		case f.last < seq:
+			return -1
+		case f.first > seq:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		return nil
+	}
+	return p.frames[i]
+}
+
+// sending counts a copy of f about to be sent.
+func (p *peer) sending(f *frame) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f.copies++
+	return f.copies
+}
+
+// reachedNobody records that NATS answered a copy of the frame starting
+// at first with "no responders".
+func (p *peer) reachedNobody(first uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.frameOf(first); f != nil && f.first == first {
+		f.toNobody++
+	}
 }
 
 func (p *peer) isClosed() bool {
@@ -283,7 +325,7 @@ func release(ws []waiter) {
 		if w.barrier != nil {
 			close(w.barrier)
 		} else {
-			w.done.Forwarded(w.id, !w.failed)
+			w.done.Forwarded(w.id, w.outcome)
 		}
 	}
 }

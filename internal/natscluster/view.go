@@ -32,6 +32,7 @@ func (c *Cluster) liveNodes(ctx context.Context) (map[string]bool, error) {
 // pollView reads the live nodes, marks the ones that are gone dead, and
 // has the claims swept when one went.
 func (c *Cluster) pollView(time.Time) {
+	n := c.node.Load() // before the read: its lease is in it unless gone
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	alive, err := c.liveNodes(ctx)
@@ -39,8 +40,11 @@ func (c *Cluster) pollView(time.Time) {
 		return
 	}
 	before := *c.alive.Swap(&alive)
-	n := c.node.Load()
-	if n == nil {
+	if n == nil || c.node.Load() != n {
+		return
+	}
+	if !alive[n.id] {
+		c.fence(n, "the node's lease is gone")
 		return
 	}
 	went := false

@@ -121,9 +121,9 @@ type Cluster struct {
 	Nodes []*Server
 }
 
-// RunCluster starts n routed NATS servers with JetStream and waits until
-// JetStream has a leader.
-func RunCluster(t testing.TB, n int) *Cluster {
+// RunCluster starts n routed NATS servers with JetStream, changed by
+// opts, and waits until JetStream has a leader.
+func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	routePorts := make([]int, n)
 	for i := range routePorts {
@@ -147,6 +147,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			NoSigs:     true,
 			Cluster:    server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: routePorts[i]},
 			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		for _, opt := range opts {
+			opt(&o)
 		}
 		s := &Server{t: t, opts: o}
 		s.Start()
@@ -194,10 +197,12 @@ func (c *Cluster) StreamLeader(stream string) *Server {
 }
 
 // Connect connects to url with settings fit for tests: quick reconnects,
-// forever. The connection is closed when the test ends.
+// forever, and only to the servers in url (not to those a NATS cluster
+// tells about), so a proxy in url is the client's only link. The
+// connection is closed when the test ends.
 func Connect(t testing.TB, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0), nats.ReconnectBufSize(-1))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0), nats.ReconnectBufSize(-1), nats.IgnoreDiscoveredServers())
 	if err != nil {
 		t.Fatalf("connect to nats: %v", err)
 	}
