@@ -44,7 +44,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # start_server TARGET LOGFILE [FLAGS...] starts chat-server or nats-server
 # on a free port of 127.0.0.1 and waits until it accepts; it sets
 # server_pid and server_port. Call it in this shell, not in $(...), so
-# that $! is the server itself.
+# that $! is the server itself. chat-server runs without flood control
+# (--rate 0): the bench sends far faster than any client may.
 start_server() {
 	local target=$1 logfile=$2
 	shift 2
@@ -57,7 +58,7 @@ start_server() {
 		port_free "$port" && break
 	done
 	case $target in
-	chat) "$tmp/chat-server" -a 127.0.0.1 -p "$port" "$@" >"$logfile" 2>&1 & ;;
+	chat) "$tmp/chat-server" -a 127.0.0.1 -p "$port" --rate 0 "$@" >"$logfile" 2>&1 & ;;
 	nats) nats-server -a 127.0.0.1 -p "$port" "$@" >"$logfile" 2>&1 & ;;
 	*) log "unknown target $target"; return 1 ;;
 	esac

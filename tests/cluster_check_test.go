@@ -76,7 +76,7 @@ func runFaultCheck(t *testing.T, seed uint64, length time.Duration) {
 
 	// No ghosts: every name is free again within 5 s of the last logout.
 	for i := range checkPersons {
-		waitLogin(t, nodes[i%len(nodes)].addr, fmt.Sprintf("p%d", i), 5*time.Second).conn.Close()
+		waitLogin(t, nodes[i%len(nodes)].addr, fmt.Sprintf("p%d", i), 5*time.Second).Conn.Close()
 	}
 	log.check(t)
 }
@@ -93,9 +93,9 @@ func injectFaults(t *testing.T, rng *rand.Rand, ns *natstest.Server, nodes []*fa
 		switch kind := rng.IntN(6); kind {
 		case 0:
 			done = append(done, fmt.Sprintf("SIGSTOP %s %v", n.addr, d))
-			n.pause(t)
+			n.Pause()
 			pause(d)
-			n.resume()
+			n.Resume()
 		case 1:
 			delay := time.Duration(rng.IntN(250)) * time.Millisecond
 			done = append(done, fmt.Sprintf("delay %s %v for %v", n.addr, delay, d))

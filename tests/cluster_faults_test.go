@@ -1,17 +1,14 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/natstest"
 )
 
@@ -23,7 +20,7 @@ import (
 // faultNode is a chat-server process in cluster mode whose link to NATS
 // goes through a proxy.
 type faultNode struct {
-	*proc
+	*chattest.Proc
 	addr  string
 	proxy *natstest.Proxy
 }
@@ -35,63 +32,18 @@ func startFaultNode(t *testing.T, natsAddr string, args ...string) *faultNode {
 	t.Helper()
 	proxy := natstest.NewProxy(t, natsAddr)
 	p := startProc(t, serverBinary(t), append([]string{"-a", "127.0.0.1", "-p", "0", "--nats-url", proxy.URL(), "--log-level", "debug"}, args...)...)
-	n := &faultNode{proc: p, addr: p.listenAddr(), proxy: proxy}
-	t.Cleanup(func() {
-		n.signal(syscall.SIGCONT) // a paused process cannot be killed cleanly
-		if t.Failed() {
-			t.Logf("logs of the server on %s:\n%s", n.addr, p.stderr.String())
-		}
-	})
-	return n
-}
-
-// pause stops the server process with SIGSTOP and returns once every one
-// of its threads is stopped: the signal is asynchronous, and a thread that
-// runs on another CPU could still handle a request written just after it.
-func (n *faultNode) pause(t *testing.T) {
-	t.Helper()
-	n.signal(syscall.SIGSTOP)
-	deadline := time.Now().Add(5 * time.Second)
-	for !allStopped(n.cmd.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("server %s not stopped 5 s after SIGSTOP", n.addr)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// resume lets a paused server go on.
-func (n *faultNode) resume() { n.signal(syscall.SIGCONT) }
-
-// allStopped reports whether every thread of process pid is stopped.
-func allStopped(pid int) bool {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, task := range tasks {
-		b, err := os.ReadFile(task)
-		if err != nil {
-			return false
-		}
-		// The state follows the command name, which is in parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
-			return false
-		}
-	}
-	return true
+	return &faultNode{Proc: p, addr: p.ListenAddr(), proxy: proxy}
 }
 
 // waitLogin logs in as name on addr as soon as the name is free, and fails
 // the test if it is not within limit.
-func waitLogin(t *testing.T, addr, name string, limit time.Duration) *wire {
+func waitLogin(t *testing.T, addr, name string, limit time.Duration) *chattest.Wire {
 	t.Helper()
-	w := dial(t, addr)
+	w := chattest.Dial(t, addr)
 	deadline := time.Now().Add(limit)
 	for {
-		w.send("HELLO-FROM " + name + "\n")
-		switch r := w.line(); r {
+		w.Send("HELLO-FROM " + name + "\n")
+		switch r := w.Line(); r {
 		case "HELLO " + name:
 			return w
 		case "IN-USE", "BUSY":
@@ -115,23 +67,23 @@ func TestClusterPausedServerActsForNobody(t *testing.T) {
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
-	x := loggedIn(t, a.addr, "x")
-	y := loggedIn(t, a.addr, "y")
-	x.send("SEND y before the pause\n")
-	x.expect("SEND-OK")
-	y.expect("DELIVERY x before the pause")
+	x := chattest.LoggedIn(t, a.addr, "x")
+	y := chattest.LoggedIn(t, a.addr, "y")
+	x.Send("SEND y before the pause\n")
+	x.Expect("SEND-OK")
+	y.Expect("DELIVERY x before the pause")
 
-	a.pause(t)
-	x.send("SEND y sent during the pause\nSEND x to myself\n") // waits in a's socket
+	a.Pause()
+	x.Send("SEND y sent during the pause\nSEND x to myself\n") // waits in a's socket
 	newY := waitLogin(t, b.addr, "y", 8*time.Second)
 	newX := waitLogin(t, b.addr, "x", time.Second)
-	a.resume()
+	a.Resume()
 
-	x.expectEOF() // not a SEND-OK, not a DELIVERY to itself
-	y.expectEOF() // not the DELIVERY
-	newX.send("SEND y marker\n")
-	newX.expect("SEND-OK")
-	newY.expect("DELIVERY x marker") // first: nothing from the old x came before it
+	x.ExpectEOF() // not a SEND-OK, not a DELIVERY to itself
+	y.ExpectEOF() // not the DELIVERY
+	newX.Send("SEND y marker\n")
+	newX.Expect("SEND-OK")
+	newY.Expect("DELIVERY x marker") // first: nothing from the old x came before it
 }
 
 // TestClusterHeldFramesOfAFencedServerAreDropped: what a server sent just
@@ -143,27 +95,27 @@ func TestClusterHeldFramesOfAFencedServerAreDropped(t *testing.T) {
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
-	fa := loggedIn(t, a.addr, "fa")
-	r := loggedIn(t, b.addr, "r")
-	fa.send("SEND r before\n")
-	fa.expect("SEND-OK")
-	r.expect("DELIVERY fa before")
+	fa := chattest.LoggedIn(t, a.addr, "fa")
+	r := chattest.LoggedIn(t, b.addr, "r")
+	fa.Send("SEND r before\n")
+	fa.Expect("SEND-OK")
+	r.Expect("DELIVERY fa before")
 
 	a.proxy.Pause()
-	fa.send("SEND r held by the link\n")
-	fa.expectEOF() // fenced, with no answer
+	fa.Send("SEND r held by the link\n")
+	fa.ExpectEOF() // fenced, with no answer
 	newFa := waitLogin(t, b.addr, "fa", 8*time.Second)
 	a.proxy.Resume()
 
 	// The held frame reaches NATS before anything a sends after it
 	// rejoins, and r's server handles frames in arrival order.
 	m := waitLogin(t, a.addr, "m", 10*time.Second)
-	m.send("SEND r marker\n")
-	m.expect("SEND-OK")
-	r.expect("DELIVERY m marker")
-	newFa.send("SEND r from the new fa\n")
-	newFa.expect("SEND-OK")
-	r.expect("DELIVERY fa from the new fa")
+	m.Send("SEND r marker\n")
+	m.Expect("SEND-OK")
+	r.Expect("DELIVERY m marker")
+	newFa.Send("SEND r from the new fa\n")
+	newFa.Expect("SEND-OK")
+	r.Expect("DELIVERY fa from the new fa")
 }
 
 // TestClusterSendsFollowARecipientWhoMoved: a sender keeps sending to x
@@ -178,23 +130,23 @@ func TestClusterSendsFollowARecipientWhoMoved(t *testing.T) {
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
 	a.proxy.SetDelay(50 * time.Millisecond)
-	s := loggedIn(t, a.addr, "s")
-	x := loggedIn(t, a.addr, "x")
-	s.send("SEND x first\n")
-	s.expect("SEND-OK")
-	x.expect("DELIVERY s first")
+	s := chattest.LoggedIn(t, a.addr, "s")
+	x := chattest.LoggedIn(t, a.addr, "x")
+	s.Send("SEND x first\n")
+	s.Expect("SEND-OK")
+	x.Expect("DELIVERY s first")
 
 	stream := startSendStream(s, "x", 2*time.Millisecond)
-	if err := x.conn.CloseWrite(); err != nil { // logs out, and goes on reading
+	if err := x.TCP().CloseWrite(); err != nil { // logs out, and goes on reading
 		t.Fatal(err)
 	}
-	go io.Copy(io.Discard, x.conn)
+	go io.Copy(io.Discard, x.Conn)
 	newX := waitLogin(t, b.addr, "x", 5*time.Second)
 	hello := time.Now()
 	time.Sleep(500 * time.Millisecond) // the stream goes on to the new x
 	sent := stream.stop()
-	s.send("SEND x 0\n") // the end
-	s.expect("SEND-OK")
+	s.Send("SEND x 0\n") // the end
+	s.Expect("SEND-OK")
 	got := readDeliveriesUntil(t, newX, "s", 0)
 
 	for _, m := range sent {
@@ -207,7 +159,7 @@ func TestClusterSendsFollowARecipientWhoMoved(t *testing.T) {
 // sendStream is a goroutine that writes numbered SENDs from one user to
 // another at a steady pace, and the replies they got.
 type sendStream struct {
-	w    *wire
+	w    *chattest.Wire
 	quit chan struct{}
 	done chan struct{}
 
@@ -223,7 +175,7 @@ type streamSend struct {
 
 // startSendStream starts sending "SEND to <n>" from w every pace. The
 // replies are read by stop, which must be called once.
-func startSendStream(w *wire, to string, pace time.Duration) *sendStream {
+func startSendStream(w *chattest.Wire, to string, pace time.Duration) *sendStream {
 	st := &sendStream{w: w, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(st.done)
@@ -236,7 +188,7 @@ func startSendStream(w *wire, to string, pace time.Duration) *sendStream {
 			st.mu.Lock()
 			st.sent = append(st.sent, streamSend{n: n, written: time.Now()})
 			st.mu.Unlock()
-			if st.w.sendErr(fmt.Sprintf("SEND %s %d\n", to, n)) != nil {
+			if st.w.SendErr(fmt.Sprintf("SEND %s %d\n", to, n)) != nil {
 				return
 			}
 		}
@@ -251,7 +203,7 @@ func (st *sendStream) stop() []streamSend {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for i := range st.sent {
-		r, err := st.w.lineErr()
+		r, err := st.w.LineErr()
 		if err != nil {
 			break
 		}
@@ -263,12 +215,12 @@ func (st *sendStream) stop() []streamSend {
 // readDeliveriesUntil reads w's lines until the message "end" from the
 // user from, and returns the numbers delivered to it from from before that.
 // They must be increasing: from one sender, in order, each once.
-func readDeliveriesUntil(t *testing.T, w *wire, from string, end int) map[int]bool {
+func readDeliveriesUntil(t *testing.T, w *chattest.Wire, from string, end int) map[int]bool {
 	t.Helper()
 	got := map[int]bool{}
 	last := 0
 	for {
-		line := w.line()
+		line := w.Line()
 		var n int
 		if _, err := fmt.Sscanf(line, "DELIVERY "+from+" %d", &n); err != nil {
 			t.Fatalf("got %q, want a DELIVERY from %s", line, from)
@@ -286,13 +238,13 @@ func readDeliveriesUntil(t *testing.T, w *wire, from string, end int) map[int]bo
 // readDeliveries reads w's lines for d, or until its connection ends, and
 // returns the numbers delivered to it from the user from, checking that
 // they are increasing.
-func readDeliveries(t *testing.T, w *wire, from string, d time.Duration) map[int]bool {
+func readDeliveries(t *testing.T, w *chattest.Wire, from string, d time.Duration) map[int]bool {
 	t.Helper()
 	got := map[int]bool{}
 	last := 0
-	_ = w.conn.SetReadDeadline(time.Now().Add(d))
+	_ = w.Conn.SetReadDeadline(time.Now().Add(d))
 	for {
-		line, err := w.r.ReadString('\n')
+		line, err := w.R.ReadString('\n')
 		if err != nil {
 			return got
 		}
@@ -315,11 +267,11 @@ func TestClusterNoGhostAfterALogoutDuringABlip(t *testing.T) {
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr(), "--max-users", "2")
 	b := startFaultNode(t, ns.Addr(), "--max-users", "2")
-	x := loggedIn(t, a.addr, "x")
-	loggedIn(t, b.addr, "other")
+	x := chattest.LoggedIn(t, a.addr, "x")
+	chattest.LoggedIn(t, b.addr, "other")
 
 	a.proxy.Cut()
-	x.conn.Close()
+	x.Conn.Close()
 	time.Sleep(300 * time.Millisecond) // the blip
 	a.proxy.Heal()
 	waitLogin(t, b.addr, "x", 5*time.Second) // also the second of two places
@@ -333,13 +285,13 @@ func TestClusterOrderAcrossTheSwitchToLocal(t *testing.T) {
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr())
 	startFaultNode(t, ns.Addr())
-	s := loggedIn(t, a.addr, "s")
+	s := chattest.LoggedIn(t, a.addr, "s")
 	stream := startSendStream(s, "x", 200*time.Microsecond)
 	var all map[int]bool
 	for range 5 {
 		x := waitLogin(t, a.addr, "x", 5*time.Second) // the last x's logout may not be seen yet
 		got := readDeliveries(t, x, "s", 300*time.Millisecond)
-		x.conn.Close()
+		x.Conn.Close()
 		for n := range got {
 			if all[n] {
 				t.Errorf("message %d delivered to two logins of x", n)
@@ -369,22 +321,22 @@ func TestClusterNoLateDeliveryAfterBadDestUser(t *testing.T) {
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
-	s := loggedIn(t, a.addr, "s")
-	r := loggedIn(t, b.addr, "r")
-	s.send("SEND r 0\n")
-	s.expect("SEND-OK")
-	r.expect("DELIVERY s 0")
+	s := chattest.LoggedIn(t, a.addr, "s")
+	r := chattest.LoggedIn(t, b.addr, "r")
+	s.Send("SEND r 0\n")
+	s.Expect("SEND-OK")
+	r.Expect("DELIVERY s 0")
 
 	b.proxy.Pause()
 	const n = 20
 	for i := 1; i <= n; i++ {
-		s.send(fmt.Sprintf("SEND r %d\n", i))
+		s.Send(fmt.Sprintf("SEND r %d\n", i))
 	}
 	time.Sleep(2200 * time.Millisecond) // the partition
 	b.proxy.Resume()
 	replies := make([]string, n+1)
 	for i := 1; i <= n; i++ {
-		replies[i] = s.line()
+		replies[i] = s.Line()
 	}
 	got := readDeliveries(t, r, "s", 3*time.Second) // until r's server closed it (fenced), or quiet
 	for i := 1; i <= n; i++ {
@@ -408,20 +360,20 @@ func TestClusterFencingTolerance(t *testing.T) {
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
 	c := startFaultNode(t, ns.Addr())
-	x := loggedIn(t, a.addr, "x")
-	r := loggedIn(t, b.addr, "r")
-	z := loggedIn(t, c.addr, "z")
+	x := chattest.LoggedIn(t, a.addr, "x")
+	r := chattest.LoggedIn(t, b.addr, "r")
+	z := chattest.LoggedIn(t, c.addr, "z")
 
 	a.proxy.Cut()
 	time.Sleep(1500 * time.Millisecond) // the cut
 	a.proxy.Heal()
-	x.send("SEND r still here\n")
-	x.expect("SEND-OK")
-	r.expect("DELIVERY x still here")
+	x.Send("SEND r still here\n")
+	x.Expect("SEND-OK")
+	r.Expect("DELIVERY x still here")
 
 	c.proxy.Cut()
 	cut := time.Now()
-	z.expectEOF()
+	z.ExpectEOF()
 	if d := time.Since(cut); d < 2*time.Second || d > 4*time.Second {
 		t.Errorf("fenced %v after the cut, want about 2.5 s", d)
 	}
@@ -437,16 +389,16 @@ func TestClusterDefaultNATS(t *testing.T) {
 	ns := natstest.Run(t)
 	a := startFaultNode(t, ns.Addr())
 	b := startFaultNode(t, ns.Addr())
-	if logs := a.stderr.String(); strings.Count(logs, "line cap lowered") != 1 {
+	if logs := a.Stderr.String(); strings.Count(logs, "line cap lowered") != 1 {
 		t.Errorf("want one log line saying the line cap was lowered; logs:\n%s", logs)
 	}
 	const fits = 1<<20 - 215 // the cap it lowered to: NATS's max payload less a frame's overhead
-	s := loggedIn(t, a.addr, "s")
-	r := loggedIn(t, b.addr, "r")
+	s := chattest.LoggedIn(t, a.addr, "s")
+	r := chattest.LoggedIn(t, b.addr, "r")
 	msg := strings.Repeat("m", fits-len("SEND r "))
-	s.send("SEND r " + msg + "\n")
-	s.expect("SEND-OK")
-	r.expect("DELIVERY s " + msg)
-	s.send("SEND r " + msg + "x\n")
-	s.expect("BAD-RQST-BODY") // over the lowered cap
+	s.Send("SEND r " + msg + "\n")
+	s.Expect("SEND-OK")
+	r.Expect("DELIVERY s " + msg)
+	s.Send("SEND r " + msg + "x\n")
+	s.Expect("BAD-RQST-BODY") // over the lowered cap
 }

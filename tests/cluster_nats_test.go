@@ -17,16 +17,10 @@ import (
 // run in the test process.
 
 // startOnNATS starts a chat-server process joined through urls.
-func startOnNATS(t *testing.T, urls string, args ...string) (*proc, string) {
+func startOnNATS(t *testing.T, urls string, args ...string) (*chattest.Proc, string) {
 	t.Helper()
 	p := startProc(t, serverBinary(t), append([]string{"-a", "127.0.0.1", "-p", "0", "--nats-url", urls, "--log-level", "debug"}, args...)...)
-	addr := p.listenAddr()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs of the server on %s:\n%s", addr, p.stderr.String())
-		}
-	})
-	return p, addr
+	return p, p.ListenAddr()
 }
 
 // TestClusterOnANATSCluster: on a NATS cluster the claims and the leases
@@ -53,8 +47,8 @@ func TestClusterOnANATSCluster(t *testing.T) {
 		}
 	}
 
-	x := loggedIn(t, a, "x")
-	y := loggedIn(t, b, "y")
+	x := chattest.LoggedIn(t, a, "x")
+	y := chattest.LoggedIn(t, b, "y")
 	stream := startSendStream(x, "y", time.Millisecond)
 	leader := nats.StreamLeader("chat_users")
 	if leader == nil {
@@ -65,7 +59,7 @@ func TestClusterOnANATSCluster(t *testing.T) {
 	killed := time.Now()
 	time.Sleep(200 * time.Millisecond)
 	sent := stream.stop()
-	y.conn.CloseWrite()
+	y.TCP().CloseWrite()
 	got := readDeliveries(t, y, "x", 15*time.Second) // until its server closes it
 	for _, m := range sent {
 		if m.reply == "SEND-OK" && !got[m.n] {
@@ -73,8 +67,8 @@ func TestClusterOnANATSCluster(t *testing.T) {
 		}
 	}
 
-	x.conn.Close()
-	var p, q *wire
+	x.Conn.Close()
+	var p, q *chattest.Wire
 	chattest.Eventually(t, "logins on both servers", func() bool {
 		if p == nil {
 			p = tryLogin(t, a, "p")
@@ -85,9 +79,9 @@ func TestClusterOnANATSCluster(t *testing.T) {
 		return p != nil && q != nil
 	})
 	waitList(t, p, "p,q")
-	p.send("SEND q works again\n")
-	p.expect("SEND-OK")
-	q.expect("DELIVERY p works again")
+	p.Send("SEND q works again\n")
+	p.Expect("SEND-OK")
+	q.Expect("DELIVERY p works again")
 	if d := time.Since(killed); d > 10*time.Second {
 		t.Errorf("the cluster worked again %v after the kill, want within 10 s", d)
 	}
@@ -96,13 +90,13 @@ func TestClusterOnANATSCluster(t *testing.T) {
 
 // tryLogin logs in as name on addr once and returns the connection, or
 // nil if the login was refused.
-func tryLogin(t *testing.T, addr, name string) *wire {
-	w := dial(t, addr)
-	w.send("HELLO-FROM " + name + "\n")
-	if w.line() == "HELLO "+name {
+func tryLogin(t *testing.T, addr, name string) *chattest.Wire {
+	w := chattest.Dial(t, addr)
+	w.Send("HELLO-FROM " + name + "\n")
+	if w.Line() == "HELLO "+name {
 		return w
 	}
-	w.conn.Close()
+	w.Conn.Close()
 	return nil
 }
 
@@ -115,16 +109,16 @@ func TestClusterNoBadDestUserRightAfterALogin(t *testing.T) {
 	nats := natstest.RunCluster(t, 3, natstest.MaxPayload(4<<20))
 	_, a := startOnNATS(t, nats.Nodes[0].URL())
 	_, b := startOnNATS(t, nats.Nodes[1].URL())
-	s := loggedIn(t, a, "s")
+	s := chattest.LoggedIn(t, a, "s")
 	for i := range 200 {
 		name := fmt.Sprintf("u%d", i)
-		u := loggedIn(t, b, name)
-		s.send("SEND " + name + " right after your login\n")
-		if r := s.line(); r != "SEND-OK" {
+		u := chattest.LoggedIn(t, b, name)
+		s.Send("SEND " + name + " right after your login\n")
+		if r := s.Line(); r != "SEND-OK" {
 			t.Fatalf("round %d: SEND right after the login = %q, want SEND-OK", i, r)
 		}
-		u.expect("DELIVERY s right after your login")
-		u.conn.Close()
+		u.Expect("DELIVERY s right after your login")
+		u.Conn.Close()
 	}
 }
 
@@ -135,24 +129,24 @@ func TestClusterLongPause(t *testing.T) {
 	t.Parallel()
 	ns := runNATS(t)
 	a := startFaultNode(t, ns.Addr())
-	b := startFaultNode(t, ns.Addr())
-	x := loggedIn(t, a.addr, "x")
-	y := loggedIn(t, b.addr, "y")
-	a.pause(t)
-	x.send("SEND y from the paused server\n")
+	b := startFaultNode(t, ns.Addr(), "--rate", "0") // y floods
+	x := chattest.LoggedIn(t, a.addr, "x")
+	y := chattest.LoggedIn(t, b.addr, "y")
+	a.Pause()
+	x.Send("SEND y from the paused server\n")
 	newX := waitLogin(t, b.addr, "x", 8*time.Second)
 	flood := strings.Repeat("SEND x keep the old server busy\n", 200)
 	for range 150 { // traffic for the paused server's users' names: now on b
-		y.send(flood)
+		y.Send(flood)
 	}
 	time.Sleep(20 * time.Second) // the rest of the 30 s
-	a.resume()
-	x.expectEOF()
+	a.Resume()
+	x.ExpectEOF()
 	back := waitLogin(t, a.addr, "back", 10*time.Second)
-	back.send("SEND y the paused server is back\n")
-	back.expect("SEND-OK")
+	back.Send("SEND y the paused server is back\n")
+	back.Expect("SEND-OK")
 	for {
-		line := y.line()
+		line := y.Line()
 		if line == "DELIVERY back the paused server is back" {
 			break
 		}
@@ -160,5 +154,5 @@ func TestClusterLongPause(t *testing.T) {
 			t.Fatalf("y got %q", line)
 		}
 	}
-	newX.conn.Close()
+	newX.Conn.Close()
 }

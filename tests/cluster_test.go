@@ -78,7 +78,7 @@ func TestClusterLoginRaceForSlots(t *testing.T) {
 		if r == "BUSY" {
 			continue
 		}
-		got := strings.Split(conns[i].list(), ",")
+		got := strings.Split(list(conns[i]), ",")
 		slices.Sort(got)
 		if !slices.Equal(got, winners) {
 			t.Errorf("LIST-OK on %s has %v, want the winners %v", addrs[i%2], got, winners)
@@ -103,9 +103,9 @@ func TestClusterLoginRaceForOneName(t *testing.T) {
 func TestClusterPipelinedSends(t *testing.T) {
 	t.Parallel()
 	const n = 2000
-	addrs := startCluster(t, 2)
-	alice := loggedIn(t, addrs[0], "alice")
-	bob := loggedIn(t, addrs[1], "bob")
+	addrs := startCluster(t, 2) // flood control holds the sender back after 1000: part of the test
+	alice := chattest.LoggedIn(t, addrs[0], "alice")
+	bob := chattest.LoggedIn(t, addrs[1], "bob")
 	var b strings.Builder
 	var want []string
 	for i := range n {
@@ -116,16 +116,16 @@ func TestClusterPipelinedSends(t *testing.T) {
 			want = append(want, "LIST-OK alice,bob", "DELIVERY alice self", "SEND-OK")
 		}
 	}
-	written := writeAsync(alice.conn, []byte(b.String()))
+	written := writeAsync(alice.Conn, []byte(b.String()))
 	for i := range n {
-		bob.expect(fmt.Sprintf("DELIVERY alice message %d of %d", i, n))
+		bob.Expect(fmt.Sprintf("DELIVERY alice message %d of %d", i, n))
 	}
-	alice.expect(want...)
+	alice.Expect(want...)
 	if err := <-written; err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	bob.send("LIST\n")
-	bob.expect("LIST-OK alice,bob")
+	bob.Send("LIST\n")
+	bob.Expect("LIST-OK alice,bob")
 }
 
 // TestClusterAcrossNodes: LIST in login order on every node, delivery
@@ -133,37 +133,37 @@ func TestClusterPipelinedSends(t *testing.T) {
 func TestClusterAcrossNodes(t *testing.T) {
 	t.Parallel()
 	addrs := startCluster(t, 3)
-	var users []*wire
+	var users []*chattest.Wire
 	names := []string{"u1", "u2", "u3", "u4", "u5"}
 	for i, name := range names {
-		users = append(users, loggedIn(t, addrs[i%3], name))
+		users = append(users, chattest.LoggedIn(t, addrs[i%3], name))
 	}
 	for _, u := range users {
-		u.send("LIST\n")
-		u.expect("LIST-OK u1,u2,u3,u4,u5")
+		u.Send("LIST\n")
+		u.Expect("LIST-OK u1,u2,u3,u4,u5")
 	}
-	dup := dial(t, addrs[2])
-	dup.send("HELLO-FROM u1\n")
-	dup.expect("IN-USE")
+	dup := chattest.Dial(t, addrs[2])
+	dup.Send("HELLO-FROM u1\n")
+	dup.Expect("IN-USE")
 
-	users[0].send("SEND u2 hello from node 0\n")
-	users[0].expect("SEND-OK")
-	users[1].expect("DELIVERY u1 hello from node 0")
-	users[1].send("SEND u1 and back\nSEND u4 same node\nSEND nobody x\n")
-	users[1].expect("SEND-OK", "SEND-OK", "BAD-DEST-USER")
-	users[0].expect("DELIVERY u2 and back")
-	users[3].expect("DELIVERY u2 same node")
+	users[0].Send("SEND u2 hello from node 0\n")
+	users[0].Expect("SEND-OK")
+	users[1].Expect("DELIVERY u1 hello from node 0")
+	users[1].Send("SEND u1 and back\nSEND u4 same node\nSEND nobody x\n")
+	users[1].Expect("SEND-OK", "SEND-OK", "BAD-DEST-USER")
+	users[0].Expect("DELIVERY u2 and back")
+	users[3].Expect("DELIVERY u2 same node")
 
-	users[1].conn.Close() // u2 leaves node 1
+	users[1].Conn.Close() // u2 leaves node 1
 	waitList(t, users[0], "u1,u3,u4,u5")
-	users[0].send("SEND u2 gone?\n")
-	users[0].expect("BAD-DEST-USER")
-	dup.login("u2") // on node 2, at once
-	users[0].send("SEND u2 back again\n")
-	users[0].expect("SEND-OK")
-	dup.expect("DELIVERY u1 back again")
-	users[4].send("LIST\n")
-	users[4].expect("LIST-OK u1,u3,u4,u5,u2")
+	users[0].Send("SEND u2 gone?\n")
+	users[0].Expect("BAD-DEST-USER")
+	dup.Login("u2") // on node 2, at once
+	users[0].Send("SEND u2 back again\n")
+	users[0].Expect("SEND-OK")
+	dup.Expect("DELIVERY u1 back again")
+	users[4].Send("LIST\n")
+	users[4].Expect("LIST-OK u1,u3,u4,u5,u2")
 }
 
 // TestClusterNodeKilled: a chat-server process killed with SIGKILL has
@@ -174,31 +174,19 @@ func TestClusterNodeKilled(t *testing.T) {
 	ns := runNATS(t)
 	_, addr, _ := startNode(t, ns.URL(), nil)
 	p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0", "--nats-url", ns.URL())
-	remote := p.listenAddr()
-	victim := loggedIn(t, remote, "ann")
-	bob := loggedIn(t, addr, "bob")
-	bob.send("SEND ann hi\n")
-	bob.expect("SEND-OK")
-	victim.expect("DELIVERY bob hi")
+	remote := p.ListenAddr()
+	victim := chattest.LoggedIn(t, remote, "ann")
+	bob := chattest.LoggedIn(t, addr, "bob")
+	bob.Send("SEND ann hi\n")
+	bob.Expect("SEND-OK")
+	victim.Expect("DELIVERY bob hi")
 
-	p.signal(syscall.SIGKILL)
+	p.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	p.wait()
-	bob.send("SEND ann still there?\n")
-	bob.expect("BAD-DEST-USER") // once its lease is gone: NATS said no one got the SEND
-	again := dial(t, addr)
-	for {
-		again.send("HELLO-FROM ann\n")
-		if r := again.line(); r == "HELLO ann" {
-			break
-		} else if r != "IN-USE" {
-			t.Fatalf("login = %q, want IN-USE then HELLO", r)
-		}
-		if time.Since(killed) > 5*time.Second {
-			t.Fatalf("ann still in use %v after the kill", time.Since(killed))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	p.Wait()
+	bob.Send("SEND ann still there?\n")
+	bob.Expect("BAD-DEST-USER") // once its lease is gone: NATS said no one got the SEND
+	waitLogin(t, addr, "ann", 5*time.Second-time.Since(killed))
 	t.Logf("name free %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
 }
 
@@ -212,35 +200,35 @@ func TestClusterNATSOutage(t *testing.T) {
 	_, a0, _ := startNode(t, ns.URL(), nil)
 	_, a1, _ := startNode(t, ns.URL(), nil)
 	cutSrv, a2, _ := startNode(t, proxy.URL(), nil)
-	u0 := loggedIn(t, a0, "u0")
-	u1 := loggedIn(t, a1, "u1")
-	u2 := loggedIn(t, a2, "u2")
+	u0 := chattest.LoggedIn(t, a0, "u0")
+	u1 := chattest.LoggedIn(t, a1, "u1")
+	u2 := chattest.LoggedIn(t, a2, "u2")
 
 	proxy.Cut()
-	u2.expectEOF()
+	u2.ExpectEOF()
 	expectClosed(t, cutSrv, map[chat.CloseReason]uint64{chat.ReasonFenced: 1})
-	late := dial(t, a2)
-	late.send("HELLO-FROM late\n")
-	late.expect("BUSY")
+	late := chattest.Dial(t, a2)
+	late.Send("HELLO-FROM late\n")
+	late.Expect("BUSY")
 
-	u0.send("SEND u1 still here\n")
-	u0.expect("SEND-OK")
-	u1.expect("DELIVERY u0 still here")
-	taker := dial(t, a1)
+	u0.Send("SEND u1 still here\n")
+	u0.Expect("SEND-OK")
+	u1.Expect("DELIVERY u0 still here")
+	taker := chattest.Dial(t, a1)
 	chattest.Eventually(t, "u2's name free", func() bool {
-		taker.send("HELLO-FROM u2\n")
-		return taker.line() == "HELLO u2"
+		taker.Send("HELLO-FROM u2\n")
+		return taker.Line() == "HELLO u2"
 	})
 
 	proxy.Heal()
-	back := dial(t, a2)
+	back := chattest.Dial(t, a2)
 	chattest.Eventually(t, "the cut node to rejoin", func() bool {
-		back.send("HELLO-FROM back\n")
-		return back.line() == "HELLO back"
+		back.Send("HELLO-FROM back\n")
+		return back.Line() == "HELLO back"
 	})
-	back.send("LIST\nSEND u0 I am back\n")
-	back.expect("LIST-OK u0,u1,u2,back", "SEND-OK")
-	u0.expect("DELIVERY back I am back")
+	back.Send("LIST\nSEND u0 I am back\n")
+	back.Expect("LIST-OK u0,u1,u2,back", "SEND-OK")
+	u0.Expect("DELIVERY back I am back")
 }
 
 // TestClusterHalfClose: a client that pipelines cross-server SENDs and
@@ -250,14 +238,14 @@ func TestClusterHalfClose(t *testing.T) {
 	t.Parallel()
 	const n = 500
 	addrs := startCluster(t, 2)
-	alice := loggedIn(t, addrs[0], "alice")
-	loggedIn(t, addrs[1], "bob")
-	alice.send(strings.Repeat("SEND bob hi\n", n))
-	if err := alice.conn.CloseWrite(); err != nil {
+	alice := chattest.LoggedIn(t, addrs[0], "alice")
+	chattest.LoggedIn(t, addrs[1], "bob")
+	alice.Send(strings.Repeat("SEND bob hi\n", n))
+	if err := alice.TCP().CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	want := slices.Repeat([]string{"SEND-OK"}, n)
-	alice.expectEOF(want...)
+	alice.ExpectEOF(want...)
 }
 
 // TestClusterSlowConsumerAcrossNodes: a recipient on another node that
@@ -272,13 +260,13 @@ func TestClusterSlowConsumerAcrossNodes(t *testing.T) {
 	}
 	_, a0, _ := startNode(t, ns.URL(), small)
 	srv1, a1, _ := startNode(t, ns.URL(), small)
-	sender := loggedIn(t, a0, "sender")
-	lazy := loggedIn(t, a1, "lazy")
-	_ = lazy.conn.SetReadBuffer(16 << 10)
+	sender := chattest.LoggedIn(t, a0, "sender")
+	lazy := chattest.LoggedIn(t, a1, "lazy")
+	_ = lazy.TCP().SetReadBuffer(16 << 10)
 	line := "SEND lazy " + strings.Repeat("x", 60<<10) + "\n"
 	for i := 0; ; i++ {
-		sender.send(line)
-		r := sender.line()
+		sender.Send(line)
+		r := sender.Line()
 		if r == "BAD-DEST-USER" {
 			break
 		}
@@ -287,6 +275,6 @@ func TestClusterSlowConsumerAcrossNodes(t *testing.T) {
 		}
 	}
 	expectClosed(t, srv1, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
-	sender.send("LIST\n")
-	sender.expect("LIST-OK sender")
+	sender.Send("LIST\n")
+	sender.Expect("LIST-OK sender")
 }

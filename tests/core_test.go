@@ -19,18 +19,18 @@ func TestLoginAndList(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
 
-	alice := dial(t, addr)
-	alice.send("HELLO-FROM alice\n")
-	alice.expect("HELLO alice")
-	alice.send("LIST\n")
-	alice.expect("LIST-OK alice") // alone: no comma, no spaces
+	alice := chattest.Dial(t, addr)
+	alice.Send("HELLO-FROM alice\n")
+	alice.Expect("HELLO alice")
+	alice.Send("LIST\n")
+	alice.Expect("LIST-OK alice") // alone: no comma, no spaces
 
-	bob := loggedIn(t, addr, "bob")
-	carol := loggedIn(t, addr, "carol")
+	bob := chattest.LoggedIn(t, addr, "bob")
+	carol := chattest.LoggedIn(t, addr, "carol")
 	// Every user sees every user, itself included, in login order.
-	for _, w := range []*wire{carol, alice, bob} {
-		w.send("LIST\n")
-		w.expect("LIST-OK alice,bob,carol")
+	for _, w := range []*chattest.Wire{carol, alice, bob} {
+		w.Send("LIST\n")
+		w.Expect("LIST-OK alice,bob,carol")
 	}
 }
 
@@ -146,34 +146,34 @@ func TestRequestErrors(t *testing.T) {
 	}
 
 	_, addr := startServer(t, func(c *chat.Config) { c.MaxUsers = 1000 })
-	loggedIn(t, addr, "bob") // the recipient the SEND rows name
+	chattest.LoggedIn(t, addr, "bob") // the recipient the SEND rows name
 	for i, tt := range tests {
 		if tt.out != "" {
 			t.Run("out/"+strconv.Quote(tt.line), func(t *testing.T) {
 				t.Parallel()
-				w := dial(t, addr)
-				w.send(tt.line + "\n")
-				w.expect(tt.out)
+				w := chattest.Dial(t, addr)
+				w.Send(tt.line + "\n")
+				w.Expect(tt.out)
 				if name, ok := strings.CutPrefix(tt.out, "HELLO "); ok {
 					// Logged in as exactly that name.
-					w.send("SEND " + name + " ping\n")
-					w.expect("DELIVERY "+name+" ping", "SEND-OK")
+					w.Send("SEND " + name + " ping\n")
+					w.Expect("DELIVERY "+name+" ping", "SEND-OK")
 					return
 				}
 				// Still connected and not logged in: a login works.
-				w.login(fmt.Sprintf("out%d", i))
+				w.Login(fmt.Sprintf("out%d", i))
 			})
 		}
 		if tt.in != "" {
 			t.Run("in/"+strconv.Quote(tt.line), func(t *testing.T) {
 				t.Parallel()
 				me := fmt.Sprintf("in%d", i)
-				w := loggedIn(t, addr, me)
-				w.send(tt.line + "\n")
-				w.expect(tt.in)
+				w := chattest.LoggedIn(t, addr, me)
+				w.Send(tt.line + "\n")
+				w.Expect(tt.in)
 				// Still connected and logged in as before.
-				w.send("SEND " + me + " ping\n")
-				w.expect("DELIVERY "+me+" ping", "SEND-OK")
+				w.Send("SEND " + me + " ping\n")
+				w.Expect("DELIVERY "+me+" ping", "SEND-OK")
 			})
 		}
 	}
@@ -182,18 +182,18 @@ func TestRequestErrors(t *testing.T) {
 func TestNamesAreCaseSensitive(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	bob := loggedIn(t, addr, "bob")
-	bob.send("SEND Bob hi\n")
-	bob.expect("BAD-DEST-USER")
-	bob.send("SEND BOB hi\n")
-	bob.expect("BAD-DEST-USER")
+	bob := chattest.LoggedIn(t, addr, "bob")
+	bob.Send("SEND Bob hi\n")
+	bob.Expect("BAD-DEST-USER")
+	bob.Send("SEND BOB hi\n")
+	bob.Expect("BAD-DEST-USER")
 
-	bigBob := loggedIn(t, addr, "Bob") // a second user, not IN-USE
-	bob.send("SEND Bob hi\n")
-	bob.expect("SEND-OK")
-	bigBob.expect("DELIVERY bob hi")
-	bigBob.send("LIST\n")
-	bigBob.expect("LIST-OK bob,Bob")
+	bigBob := chattest.LoggedIn(t, addr, "Bob") // a second user, not IN-USE
+	bob.Send("SEND Bob hi\n")
+	bob.Expect("SEND-OK")
+	bigBob.Expect("DELIVERY bob hi")
+	bigBob.Send("LIST\n")
+	bigBob.Expect("LIST-OK bob,Bob")
 }
 
 // TestLoginRetrySameSocket checks that a failed login leaves the
@@ -203,53 +203,53 @@ func TestLoginRetrySameSocket(t *testing.T) {
 	t.Run("after IN-USE", func(t *testing.T) {
 		t.Parallel()
 		_, addr := startServer(t, nil)
-		loggedIn(t, addr, "bob")
-		w := dial(t, addr)
-		w.send("HELLO-FROM bob\n")
-		w.expect("IN-USE")
-		w.send("HELLO-FROM bob\n")
-		w.expect("IN-USE")
-		w.send("LIST\n")
-		w.expect("BAD-RQST-HDR") // still not logged in
-		w.login("bob2")
-		w.send("LIST\n")
-		w.expect("LIST-OK bob,bob2")
+		chattest.LoggedIn(t, addr, "bob")
+		w := chattest.Dial(t, addr)
+		w.Send("HELLO-FROM bob\n")
+		w.Expect("IN-USE")
+		w.Send("HELLO-FROM bob\n")
+		w.Expect("IN-USE")
+		w.Send("LIST\n")
+		w.Expect("BAD-RQST-HDR") // still not logged in
+		w.Login("bob2")
+		w.Send("LIST\n")
+		w.Expect("LIST-OK bob,bob2")
 	})
 	t.Run("after BUSY", func(t *testing.T) {
 		t.Parallel()
 		_, addr := startServer(t, func(c *chat.Config) { c.MaxUsers = 2 })
-		first := loggedIn(t, addr, "first")
-		watcher := loggedIn(t, addr, "watcher")
-		w := dial(t, addr)
-		w.send("HELLO-FROM late\n")
-		w.expect("BUSY")
-		w.send("SEND first hi\n")
-		w.expect("BAD-RQST-HDR") // still not logged in
-		first.conn.Close()
+		first := chattest.LoggedIn(t, addr, "first")
+		watcher := chattest.LoggedIn(t, addr, "watcher")
+		w := chattest.Dial(t, addr)
+		w.Send("HELLO-FROM late\n")
+		w.Expect("BUSY")
+		w.Send("SEND first hi\n")
+		w.Expect("BAD-RQST-HDR") // still not logged in
+		first.Conn.Close()
 		waitList(t, watcher, "watcher")
-		w.login("late")
-		w.send("LIST\n")
-		w.expect("LIST-OK watcher,late")
+		w.Login("late")
+		w.Send("LIST\n")
+		w.Expect("LIST-OK watcher,late")
 	})
 	t.Run("after a bad name", func(t *testing.T) {
 		t.Parallel()
 		_, addr := startServer(t, nil)
-		w := dial(t, addr)
+		w := chattest.Dial(t, addr)
 		for _, bad := range []string{"HELLO-FROM a,b", "HELLO-FROM", "HELLO-FROM a b", "HELLO-FROM " + strings.Repeat("x", 65)} {
-			w.send(bad + "\n")
-			w.expect("BAD-RQST-BODY")
+			w.Send(bad + "\n")
+			w.Expect("BAD-RQST-BODY")
 		}
-		w.login("ab")
-		w.send("LIST\n")
-		w.expect("LIST-OK ab")
+		w.Login("ab")
+		w.Send("LIST\n")
+		w.Expect("LIST-OK ab")
 	})
 	t.Run("after BAD-RQST-HDR", func(t *testing.T) {
 		t.Parallel()
 		_, addr := startServer(t, nil)
-		w := dial(t, addr)
-		w.send("LIST\nSEND x y\nWHO\n")
-		w.expect("BAD-RQST-HDR", "BAD-RQST-HDR", "BAD-RQST-HDR")
-		w.login("x")
+		w := chattest.Dial(t, addr)
+		w.Send("LIST\nSEND x y\nWHO\n")
+		w.Expect("BAD-RQST-HDR", "BAD-RQST-HDR", "BAD-RQST-HDR")
+		w.Login("x")
 	})
 }
 
@@ -257,11 +257,11 @@ func TestLoginRetrySameSocket(t *testing.T) {
 // its slot at once.
 var leaveWays = []struct {
 	name  string
-	leave func(*wire)
+	leave func(*chattest.Wire)
 }{
-	{"close", func(w *wire) { w.conn.Close() }},
-	{"reset", (*wire).reset},
-	{"half-close", func(w *wire) { _ = w.conn.CloseWrite() }},
+	{"close", func(w *chattest.Wire) { w.Conn.Close() }},
+	{"reset", (*chattest.Wire).Reset},
+	{"half-close", func(w *chattest.Wire) { _ = w.TCP().CloseWrite() }},
 }
 
 // usersNamed returns the names u00, u01, ... u<n-1>.
@@ -282,35 +282,35 @@ func TestMaxUsers(t *testing.T) {
 			_, addr := startServer(t, nil)
 
 			// Connections that have not logged in do not count.
-			idle := make([]*wire, 20)
+			idle := make([]*chattest.Wire, 20)
 			for i := range idle {
-				idle[i] = dial(t, addr)
+				idle[i] = chattest.Dial(t, addr)
 			}
 			names := usersNamed(maxUsers)
-			users := make([]*wire, maxUsers)
+			users := make([]*chattest.Wire, maxUsers)
 			for i, name := range names {
-				users[i] = loggedIn(t, addr, name)
+				users[i] = chattest.LoggedIn(t, addr, name)
 			}
-			users[0].send("LIST\n")
-			users[0].expect("LIST-OK " + strings.Join(names, ","))
+			users[0].Send("LIST\n")
+			users[0].Expect("LIST-OK " + strings.Join(names, ","))
 
-			late := dial(t, addr)
-			late.send("HELLO-FROM late\n")
-			late.expect("BUSY")
-			late.send("HELLO-FROM u05\n")
-			late.expect("IN-USE") // the name is checked before the limit
-			idle[0].send("HELLO-FROM idle\n")
-			idle[0].expect("BUSY")
+			late := chattest.Dial(t, addr)
+			late.Send("HELLO-FROM late\n")
+			late.Expect("BUSY")
+			late.Send("HELLO-FROM u05\n")
+			late.Expect("IN-USE") // the name is checked before the limit
+			idle[0].Send("HELLO-FROM idle\n")
+			idle[0].Expect("BUSY")
 
 			way.leave(users[3])
 			names = slices.Delete(names, 3, 4)
 			waitList(t, users[0], strings.Join(names, ","))
-			late.login("late") // the freed slot, on the socket that got BUSY
+			late.Login("late") // the freed slot, on the socket that got BUSY
 
-			idle[1].send("HELLO-FROM idle\n")
-			idle[1].expect("BUSY") // full again
-			users[15].send("LIST\n")
-			users[15].expect("LIST-OK " + strings.Join(append(names, "late"), ","))
+			idle[1].Send("HELLO-FROM idle\n")
+			idle[1].Expect("BUSY") // full again
+			users[15].Send("LIST\n")
+			users[15].Expect("LIST-OK " + strings.Join(append(names, "late"), ","))
 		})
 	}
 }
@@ -321,20 +321,20 @@ func TestNameFreedAtOnce(t *testing.T) {
 		t.Run(way.name, func(t *testing.T) {
 			t.Parallel()
 			_, addr := startServer(t, nil)
-			alice := loggedIn(t, addr, "alice")
-			bob := loggedIn(t, addr, "bob")
+			alice := chattest.LoggedIn(t, addr, "alice")
+			bob := chattest.LoggedIn(t, addr, "bob")
 
 			way.leave(alice)
 			waitList(t, bob, "bob")
-			bob.send("SEND alice hi\n")
-			bob.expect("BAD-DEST-USER")
+			bob.Send("SEND alice hi\n")
+			bob.Expect("BAD-DEST-USER")
 
-			alice2 := loggedIn(t, addr, "alice")
-			bob.send("SEND alice again\n")
-			bob.expect("SEND-OK")
-			alice2.expect("DELIVERY bob again")
-			alice2.send("LIST\n")
-			alice2.expect("LIST-OK bob,alice")
+			alice2 := chattest.LoggedIn(t, addr, "alice")
+			bob.Send("SEND alice again\n")
+			bob.Expect("SEND-OK")
+			alice2.Expect("DELIVERY bob again")
+			alice2.Send("LIST\n")
+			alice2.Expect("LIST-OK bob,alice")
 		})
 	}
 }
@@ -362,25 +362,25 @@ func expectOneHello(t *testing.T, name string, replies []string) {
 // raceLogins dials one connection per name, then sends all the logins at
 // once, released by a barrier, and returns the connections and their
 // replies in the same order.
-func raceLogins(t *testing.T, addr string, names []string) ([]*wire, []string) {
+func raceLogins(t *testing.T, addr string, names []string) ([]*chattest.Wire, []string) {
 	t.Helper()
 	return raceLoginsAcross(t, []string{addr}, names)
 }
 
 // raceLoginsAcross is raceLogins with connection i on addrs[i%len(addrs)],
 // for a cluster of servers.
-func raceLoginsAcross(t *testing.T, addrs []string, names []string) ([]*wire, []string) {
+func raceLoginsAcross(t *testing.T, addrs []string, names []string) ([]*chattest.Wire, []string) {
 	t.Helper()
-	conns := make([]*wire, len(names))
+	conns := make([]*chattest.Wire, len(names))
 	for i := range conns {
-		conns[i] = dial(t, addrs[i%len(addrs)])
+		conns[i] = chattest.Dial(t, addrs[i%len(addrs)])
 	}
 	start := make(chan struct{})
 	errs := make(chan error, len(conns))
 	for i, w := range conns {
 		go func() {
 			<-start
-			_, err := w.conn.Write([]byte("HELLO-FROM " + names[i] + "\n"))
+			_, err := w.Conn.Write([]byte("HELLO-FROM " + names[i] + "\n"))
 			errs <- err
 		}()
 	}
@@ -392,7 +392,7 @@ func raceLoginsAcross(t *testing.T, addrs []string, names []string) ([]*wire, []
 	}
 	replies := make([]string, len(conns))
 	for i, w := range conns {
-		replies[i] = w.line()
+		replies[i] = w.Line()
 	}
 	return conns, replies
 }
@@ -406,7 +406,7 @@ func TestLoginRaceForSlots(t *testing.T) {
 	}
 	conns, replies := raceLogins(t, addr, names)
 	var winners []string
-	var winner *wire
+	var winner *chattest.Wire
 	busy := 0
 	for i, r := range replies {
 		switch r {
@@ -422,7 +422,7 @@ func TestLoginRaceForSlots(t *testing.T) {
 	if len(winners) != 16 || busy != 24 {
 		t.Fatalf("got %d HELLO and %d BUSY, want 16 and 24", len(winners), busy)
 	}
-	got := strings.Split(winner.list(), ",")
+	got := strings.Split(list(winner), ",")
 	slices.Sort(got)
 	if !slices.Equal(got, winners) {
 		t.Errorf("LIST-OK has %v, want the winners %v", got, winners)
@@ -438,18 +438,18 @@ func TestLoginRaceForOneName(t *testing.T) {
 	}
 	_, replies := raceLogins(t, addr, names)
 	expectOneHello(t, "same", replies)
-	w := loggedIn(t, addr, "other")
-	w.send("LIST\n")
-	w.expect("LIST-OK same,other")
+	w := chattest.LoggedIn(t, addr, "other")
+	w.Send("LIST\n")
+	w.Expect("LIST-OK same,other")
 }
 
 func TestSendAndDelivery(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
 	names := []string{"alice", "bob", "zoë", "日本", "😀"}
-	users := map[string]*wire{}
+	users := map[string]*chattest.Wire{}
 	for _, name := range names {
-		users[name] = loggedIn(t, addr, name)
+		users[name] = chattest.LoggedIn(t, addr, name)
 	}
 	tests := []struct{ from, to, msg string }{
 		{"alice", "bob", "hi"},
@@ -470,51 +470,51 @@ func TestSendAndDelivery(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.from+"->"+tt.to, func(t *testing.T) {
 			from, to := users[tt.from], users[tt.to]
-			from.t, to.t = t, t
-			from.send("SEND " + tt.to + " " + tt.msg + "\n")
-			from.expect("SEND-OK")
-			to.expect("DELIVERY " + tt.from + " " + tt.msg)
+			from.T, to.T = t, t
+			from.Send("SEND " + tt.to + " " + tt.msg + "\n")
+			from.Expect("SEND-OK")
+			to.Expect("DELIVERY " + tt.from + " " + tt.msg)
 		})
 	}
 	// Nobody got anything else, and every name came back byte for byte.
 	for _, name := range names {
 		w := users[name]
-		w.t = t
-		w.send("LIST\n")
-		w.expect("LIST-OK " + strings.Join(names, ","))
+		w.T = t
+		w.Send("LIST\n")
+		w.Expect("LIST-OK " + strings.Join(names, ","))
 	}
 }
 
 func TestSendToSelf(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	alice := loggedIn(t, addr, "alice")
-	alice.send("SEND alice note to self\n")
-	alice.expect("DELIVERY alice note to self", "SEND-OK")
-	alice.send("SEND alice one\nSEND alice two\nLIST\n")
-	alice.expect("DELIVERY alice one", "SEND-OK", "DELIVERY alice two", "SEND-OK", "LIST-OK alice")
+	alice := chattest.LoggedIn(t, addr, "alice")
+	alice.Send("SEND alice note to self\n")
+	alice.Expect("DELIVERY alice note to self", "SEND-OK")
+	alice.Send("SEND alice one\nSEND alice two\nLIST\n")
+	alice.Expect("DELIVERY alice one", "SEND-OK", "DELIVERY alice two", "SEND-OK", "LIST-OK alice")
 }
 
 func TestThirdUserReceivesNothing(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	alice := loggedIn(t, addr, "alice")
-	bob := loggedIn(t, addr, "bob")
-	carol := loggedIn(t, addr, "carol")
+	alice := chattest.LoggedIn(t, addr, "alice")
+	bob := chattest.LoggedIn(t, addr, "bob")
+	carol := chattest.LoggedIn(t, addr, "carol")
 	for i := range 10 {
-		alice.send(fmt.Sprintf("SEND bob a%d\n", i))
-		alice.expect("SEND-OK")
-		bob.expect(fmt.Sprintf("DELIVERY alice a%d", i))
-		bob.send(fmt.Sprintf("SEND alice b%d\n", i))
-		bob.expect("SEND-OK")
-		alice.expect(fmt.Sprintf("DELIVERY bob b%d", i))
-		alice.send("SEND alice self\n")
-		alice.expect("DELIVERY alice self", "SEND-OK")
+		alice.Send(fmt.Sprintf("SEND bob a%d\n", i))
+		alice.Expect("SEND-OK")
+		bob.Expect(fmt.Sprintf("DELIVERY alice a%d", i))
+		bob.Send(fmt.Sprintf("SEND alice b%d\n", i))
+		bob.Expect("SEND-OK")
+		alice.Expect(fmt.Sprintf("DELIVERY bob b%d", i))
+		alice.Send("SEND alice self\n")
+		alice.Expect("DELIVERY alice self", "SEND-OK")
 	}
 	// The senders saw SEND-OK, so any DELIVERY for carol would be queued
 	// before her LIST-OK.
-	carol.send("LIST\n")
-	carol.expect("LIST-OK alice,bob,carol")
+	carol.Send("LIST\n")
+	carol.Expect("LIST-OK alice,bob,carol")
 }
 
 // TestDeliveryQueuedBeforeSendOK checks that once the sender reads
@@ -523,34 +523,34 @@ func TestThirdUserReceivesNothing(t *testing.T) {
 func TestDeliveryQueuedBeforeSendOK(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	alice := loggedIn(t, addr, "alice")
-	bob := loggedIn(t, addr, "bob")
+	alice := chattest.LoggedIn(t, addr, "alice")
+	bob := chattest.LoggedIn(t, addr, "bob")
 	for i := range 100 {
-		alice.send(fmt.Sprintf("SEND bob m%d\n", i))
-		alice.expect("SEND-OK")
-		bob.send("LIST\n")
-		bob.expect(fmt.Sprintf("DELIVERY alice m%d", i), "LIST-OK alice,bob")
+		alice.Send(fmt.Sprintf("SEND bob m%d\n", i))
+		alice.Expect("SEND-OK")
+		bob.Send("LIST\n")
+		bob.Expect(fmt.Sprintf("DELIVERY alice m%d", i), "LIST-OK alice,bob")
 	}
 }
 
 func TestByteAtATime(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	w := dial(t, addr)
+	w := chattest.Dial(t, addr)
 	for _, b := range []byte("WHO\nHELLO-FROM alice\nSEND alice hi there\r\nLIST\n") {
-		w.send(string(b))
+		w.Send(string(b))
 	}
-	w.expect("BAD-RQST-HDR", "HELLO alice", "DELIVERY alice hi there", "SEND-OK", "LIST-OK alice")
+	w.Expect("BAD-RQST-HDR", "HELLO alice", "DELIVERY alice hi there", "SEND-OK", "LIST-OK alice")
 }
 
 func TestManyRequestsInOneWrite(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	bob := loggedIn(t, addr, "bob")
-	w := dial(t, addr)
-	w.send("LIST\nHELLO-FROM a,b\nHELLO-FROM bob\nHELLO-FROM alice\nLIST\nWHO\nSEND alice x\n" +
+	bob := chattest.LoggedIn(t, addr, "bob")
+	w := chattest.Dial(t, addr)
+	w.Send("LIST\nHELLO-FROM a,b\nHELLO-FROM bob\nHELLO-FROM alice\nLIST\nWHO\nSEND alice x\n" +
 		"LIST extra\nSEND carol y\nSEND bob z\nHELLO-FROM alice\nSEND nobody \nLIST\n")
-	w.expect(
+	w.Expect(
 		"BAD-RQST-HDR",
 		"BAD-RQST-BODY",
 		"IN-USE",
@@ -566,50 +566,50 @@ func TestManyRequestsInOneWrite(t *testing.T) {
 		"BAD-RQST-BODY",
 		"LIST-OK bob,alice",
 	)
-	bob.expect("DELIVERY alice z")
+	bob.Expect("DELIVERY alice z")
 }
 
 func TestPipelinedSends(t *testing.T) {
 	t.Parallel()
 	const n = 2000
-	_, addr := startServer(t, nil)
-	alice := loggedIn(t, addr, "alice")
-	bob := loggedIn(t, addr, "bob")
+	_, addr := startServer(t, func(c *chat.Config) { c.Rate = 0 }) // all at once
+	alice := chattest.LoggedIn(t, addr, "alice")
+	bob := chattest.LoggedIn(t, addr, "bob")
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, "SEND bob message %d of %d\n", i, n)
 	}
-	written := writeAsync(alice.conn, []byte(b.String()))
+	written := writeAsync(alice.Conn, []byte(b.String()))
 	for i := range n {
-		bob.expect(fmt.Sprintf("DELIVERY alice message %d of %d", i, n))
+		bob.Expect(fmt.Sprintf("DELIVERY alice message %d of %d", i, n))
 	}
 	for range n {
-		alice.expect("SEND-OK")
+		alice.Expect("SEND-OK")
 	}
 	if err := <-written; err != nil {
 		t.Fatalf("write: %v", err)
 	}
 	// Nothing more on either side.
-	alice.send("LIST\n")
-	alice.expect("LIST-OK alice,bob")
-	bob.send("LIST\n")
-	bob.expect("LIST-OK alice,bob")
+	alice.Send("LIST\n")
+	alice.Expect("LIST-OK alice,bob")
+	bob.Send("LIST\n")
+	bob.Expect("LIST-OK alice,bob")
 }
 
 func TestLargeMessage(t *testing.T) {
 	t.Parallel()
 	const size = 200 << 10
 	_, addr := startServer(t, nil)
-	alice := loggedIn(t, addr, "alice")
-	bob := loggedIn(t, addr, "bob")
+	alice := chattest.LoggedIn(t, addr, "alice")
+	bob := chattest.LoggedIn(t, addr, "bob")
 	var b strings.Builder
 	for i := 0; b.Len() < size; i++ {
 		fmt.Fprintf(&b, "%d zoë 日本 😀\t", i)
 	}
 	msg := b.String()
 
-	written := writeAsync(alice.conn, []byte("SEND bob "+msg+"\n"))
-	got := bob.line()
+	written := writeAsync(alice.Conn, []byte("SEND bob "+msg+"\n"))
+	got := bob.Line()
 	if err := <-written; err != nil {
 		t.Fatalf("write: %v", err)
 	}
@@ -620,26 +620,26 @@ func TestLargeMessage(t *testing.T) {
 		}
 		t.Fatalf("DELIVERY is %d bytes, want %d; first difference at byte %d", len(got), len(want), i)
 	}
-	alice.expect("SEND-OK")
-	bob.send("LIST\n")
-	bob.expect("LIST-OK alice,bob")
+	alice.Expect("SEND-OK")
+	bob.Send("LIST\n")
+	bob.Expect("LIST-OK alice,bob")
 }
 
 func TestCRLF(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nil)
-	w := dial(t, addr)
+	w := chattest.Dial(t, addr)
 	// line() keeps any "\r" the server sent, so expect checks LF-only
 	// replies, and that the "\r" is not part of a name or message.
-	w.send("HELLO-FROM alice\r\n")
-	w.expect("HELLO alice")
-	w.send("LIST\r\nSEND alice hi \r\nWHO\r\nLIST \r\nSEND bob x\r\n")
-	w.expect("LIST-OK alice", "DELIVERY alice hi ", "SEND-OK", "BAD-RQST-HDR", "BAD-RQST-BODY", "BAD-DEST-USER")
+	w.Send("HELLO-FROM alice\r\n")
+	w.Expect("HELLO alice")
+	w.Send("LIST\r\nSEND alice hi \r\nWHO\r\nLIST \r\nSEND bob x\r\n")
+	w.Expect("LIST-OK alice", "DELIVERY alice hi ", "SEND-OK", "BAD-RQST-HDR", "BAD-RQST-BODY", "BAD-DEST-USER")
 	// A CRLF user and an LF user talk to each other.
-	bob := loggedIn(t, addr, "bob")
-	bob.send("SEND alice hey\n")
-	bob.expect("SEND-OK")
-	w.expect("DELIVERY bob hey")
+	bob := chattest.LoggedIn(t, addr, "bob")
+	bob.Send("SEND alice hey\n")
+	bob.Expect("SEND-OK")
+	w.Expect("DELIVERY bob hey")
 }
 
 // TestHalfClose checks that bytes after the last "\n" at EOF are dropped,
@@ -651,12 +651,12 @@ func TestHalfClose(t *testing.T) {
 		t.Run(strconv.Quote(tail), func(t *testing.T) {
 			t.Parallel()
 			_, addr := startServer(t, nil)
-			w := dial(t, addr)
-			w.send("HELLO-FROM a\n" + tail)
-			if err := w.conn.CloseWrite(); err != nil {
+			w := chattest.Dial(t, addr)
+			w.Send("HELLO-FROM a\n" + tail)
+			if err := w.TCP().CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			w.expectEOF("HELLO a")
+			w.ExpectEOF("HELLO a")
 		})
 	}
 	t.Run("all replies arrive", func(t *testing.T) {
@@ -664,9 +664,12 @@ func TestHalfClose(t *testing.T) {
 		// About 8 MB of replies: more than the kernel's socket buffers hold,
 		// so that most are still queued in the server when it reads EOF.
 		const n = 2000
-		_, addr := startServer(t, func(c *chat.Config) { c.MaxPendingBytes = 64 << 20 })
-		watcher := loggedIn(t, addr, "watcher")
-		w := loggedIn(t, addr, "a")
+		_, addr := startServer(t, func(c *chat.Config) {
+			c.MaxPendingBytes = 64 << 20
+			c.Rate = 0 // 6000 requests at once
+		})
+		watcher := chattest.LoggedIn(t, addr, "watcher")
+		w := chattest.LoggedIn(t, addr, "a")
 		filler := strings.Repeat("0123456789", 400)
 		var req strings.Builder
 		var want []string
@@ -674,30 +677,30 @@ func TestHalfClose(t *testing.T) {
 			fmt.Fprintf(&req, "SEND a m%d %s\nLIST\nSEND watcher w%d\n", i, filler, i)
 			want = append(want, fmt.Sprintf("DELIVERY a m%d %s", i, filler), "SEND-OK", "LIST-OK watcher,a", "SEND-OK")
 		}
-		written := writeAsync(w.conn, []byte(req.String()))
+		written := writeAsync(w.Conn, []byte(req.String()))
 		for i := range n {
-			watcher.expect(fmt.Sprintf("DELIVERY a w%d", i))
+			watcher.Expect(fmt.Sprintf("DELIVERY a w%d", i))
 		}
 		if err := <-written; err != nil {
 			t.Fatalf("write: %v", err)
 		}
-		if err := w.conn.CloseWrite(); err != nil {
+		if err := w.TCP().CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
-		w.expectEOF(want...)
+		w.ExpectEOF(want...)
 		waitList(t, watcher, "watcher")
 	})
 }
 
-// list sends LIST and returns the names of its LIST-OK reply, as the
-// server joined them.
-func (w *wire) list() string {
-	w.t.Helper()
-	w.send("LIST\n")
-	got := w.line()
+// list sends LIST on w and returns the names of its LIST-OK reply, as
+// the server joined them.
+func list(w *chattest.Wire) string {
+	w.T.Helper()
+	w.Send("LIST\n")
+	got := w.Line()
 	names, ok := strings.CutPrefix(got, "LIST-OK ")
 	if !ok {
-		w.t.Fatalf("reply to LIST = %q, want LIST-OK ...", got)
+		w.T.Fatalf("reply to LIST = %q, want LIST-OK ...", got)
 	}
 	return names
 }
@@ -705,9 +708,9 @@ func (w *wire) list() string {
 // waitList waits until the users logged in, as w sees them with LIST, are
 // want; it is how a test learns that the server noticed another client's
 // close.
-func waitList(t testing.TB, w *wire, want string) {
+func waitList(t testing.TB, w *chattest.Wire, want string) {
 	t.Helper()
-	chattest.Eventually(t, "LIST-OK "+want, func() bool { return w.list() == want })
+	chattest.Eventually(t, "LIST-OK "+want, func() bool { return list(w) == want })
 }
 
 // writeAsync writes b to c from another goroutine, so that the test can

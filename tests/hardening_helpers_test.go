@@ -1,10 +1,8 @@
 package tests
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,48 +11,18 @@ import (
 	"time"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 // Helpers for the hardening and soak tests. The harness's wire methods
 // fail the test, which only the test's own goroutine may do; the ...Err
 // methods here return errors instead, for use from other goroutines.
 
-// sendErr writes s as it is.
-func (w *wire) sendErr(s string) error {
-	_ = w.conn.SetWriteDeadline(time.Now().Add(replyTimeout))
-	_, err := w.conn.Write([]byte(s))
-	return err
-}
-
-// lineErr reads one reply line, without its "\n".
-func (w *wire) lineErr() (string, error) {
-	_ = w.conn.SetReadDeadline(time.Now().Add(replyTimeout))
-	s, err := w.r.ReadString('\n')
-	if err != nil {
-		return s, fmt.Errorf("read reply: %w (got %q so far)", err, s)
-	}
-	return strings.TrimSuffix(s, "\n"), nil
-}
-
-// expectErr reads len(want) reply lines and checks each.
-func (w *wire) expectErr(want ...string) error {
-	for _, wl := range want {
-		got, err := w.lineErr()
-		if err != nil {
-			return err
-		}
-		if got != wl {
-			return fmt.Errorf("reply = %.200q, want %.200q", got, wl)
-		}
-	}
-	return nil
-}
-
 // listNames sends LIST and returns the names in the reply. The
 // connection must not be receiving deliveries.
-func listNames(w *wire) []string {
-	w.t.Helper()
-	return strings.Split(w.list(), ",")
+func listNames(w *chattest.Wire) []string {
+	w.T.Helper()
+	return strings.Split(list(w), ",")
 }
 
 // closedBy returns how many connections srv has closed for reason.
@@ -76,7 +44,7 @@ func expectClosed(t testing.TB, srv *chat.Server, want map[chat.CloseReason]uint
 		}
 		return true
 	}
-	deadline := time.Now().Add(replyTimeout)
+	deadline := time.Now().Add(chattest.ReplyTimeout)
 	st := srv.Stats()
 	for !matches(st) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -94,14 +62,14 @@ func expectClosed(t testing.TB, srv *chat.Server, want map[chat.CloseReason]uint
 // It runs in its own goroutine; first is closed after the first round (or
 // when run gives up), so a test can wait for the pair to be going.
 type pingPong struct {
-	a, b   *wire
+	a, b   *chattest.Wire
 	an, bn string // their names
 	rounds atomic.Int64
 	first  chan struct{}
 	err    error // set before run returns
 }
 
-func newPingPong(a, b *wire, an, bn string) *pingPong {
+func newPingPong(a, b *chattest.Wire, an, bn string) *pingPong {
 	return &pingPong{a: a, b: b, an: an, bn: bn, first: make(chan struct{})}
 }
 
@@ -120,15 +88,15 @@ func (p *pingPong) run(stop <-chan struct{}, max int) {
 		default:
 		}
 		msg := fmt.Sprintf("ping-%d", i)
-		if err := p.a.sendErr("SEND " + p.bn + " " + msg + "\n"); err != nil {
+		if err := p.a.SendErr("SEND " + p.bn + " " + msg + "\n"); err != nil {
 			p.err = fmt.Errorf("%s: %w", p.an, err)
 			return
 		}
-		if err := p.a.expectErr("SEND-OK"); err != nil {
+		if err := p.a.ExpectErr("SEND-OK"); err != nil {
 			p.err = fmt.Errorf("%s round %d: %w", p.an, i, err)
 			return
 		}
-		if err := p.b.expectErr("DELIVERY " + p.an + " " + msg); err != nil {
+		if err := p.b.ExpectErr("DELIVERY " + p.an + " " + msg); err != nil {
 			p.err = fmt.Errorf("%s round %d: %w", p.bn, i, err)
 			return
 		}
@@ -148,7 +116,7 @@ func startPairs(t *testing.T, addr, prefix string, n int) (stopPairs func() []in
 	ps := make([]*pingPong, n)
 	for i := range ps {
 		an, bn := fmt.Sprintf("%s-a%d", prefix, i), fmt.Sprintf("%s-b%d", prefix, i)
-		ps[i] = newPingPong(loggedIn(t, addr, an), loggedIn(t, addr, bn), an, bn)
+		ps[i] = newPingPong(chattest.LoggedIn(t, addr, an), chattest.LoggedIn(t, addr, bn), an, bn)
 		wg.Go(func() { ps[i].run(stop, 1_000_000) })
 	}
 	for _, p := range ps {
@@ -196,56 +164,24 @@ func heapWatch() (stopWatch func() uint64) {
 	}
 }
 
-// readToClose reads and discards everything until the server closes the
-// connection, and fails if it does not within the reply timeout.
-func readToClose(t testing.TB, w *wire) int64 {
-	t.Helper()
-	_ = w.conn.SetReadDeadline(time.Now().Add(replyTimeout))
-	n, err := io.Copy(io.Discard, w.r)
-	if err != nil && !isReset(err) {
-		t.Fatalf("after %d bytes: %v; want the connection closed", n, err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("after %d bytes: timed out; want the connection closed", n)
-	}
-	return n
-}
-
 // serverStarter starts a server like startServer, on one of the links.
 type serverStarter func(t testing.TB, edit func(*chat.Config)) (*chat.Server, string)
 
-// eachLink runs test once for each way the server carries connections:
-// its event loops (the default for TCP on Linux) and a goroutine pair per
-// connection (NoEventLoop, also what TLS uses). Slow consumers, timeouts
-// and limits are enforced separately in each.
+// eachLink runs test once for each engine (chattest.Engines): slow
+// consumers, timeouts and limits are enforced separately in each.
 func eachLink(t *testing.T, parallel bool, test func(t *testing.T, start serverStarter)) {
 	t.Helper()
-	if parallel {
-		t.Parallel()
-	}
-	// Three loops, where the default here is one, so that connections on
-	// different loops hand each other messages (the core tests cover one).
-	for _, link := range []struct {
-		name        string
-		noEventLoop bool
-		eventLoops  int
-	}{{"eventloops", false, 3}, {"goroutines", true, 0}} {
-		t.Run(link.name, func(t *testing.T) {
-			if parallel {
-				t.Parallel()
-			}
-			test(t, func(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
-				t.Helper()
-				return startServer(t, func(c *chat.Config) {
-					c.NoEventLoop, c.EventLoops = link.noEventLoop, link.eventLoops
-					if edit != nil {
-						edit(c)
-					}
-				})
+	chattest.EachEngine(t, parallel, func(t *testing.T, e chattest.Engine) {
+		test(t, func(t testing.TB, edit func(*chat.Config)) (*chat.Server, string) {
+			t.Helper()
+			return startServer(t, func(c *chat.Config) {
+				e.Set(c)
+				if edit != nil {
+					edit(c)
+				}
 			})
 		})
-	}
+	})
 }
 
 // pacedReader reads at most chunk bytes at a time and pauses gap after

@@ -21,7 +21,9 @@ import (
 // replies, other users keep talking, and the server's memory stays
 // bounded.
 func TestSlowConsumerFlooded(t *testing.T) {
-	eachLink(t, true, func(t *testing.T, start serverStarter) {
+	// Not in parallel: it measures the heap of the whole test process,
+	// where other tests run NATS servers.
+	eachLink(t, false, func(t *testing.T, start serverStarter) {
 		const (
 			msgBytes     = 64 << 10
 			floodMsgs    = 1600 // 100 MiB
@@ -33,9 +35,10 @@ func TestSlowConsumerFlooded(t *testing.T) {
 			c.MaxLineBytes = 128 << 10
 			c.MaxPendingBytes = 1 << 20
 			c.WriteTimeout = 2 * time.Second
+			c.Rate = 0 // the sender floods faster than flood control lets anyone
 		})
-		stalled := loggedIn(t, addr, "stalled") // never reads from here on
-		flooder := loggedIn(t, addr, "flooder")
+		stalled := chattest.LoggedIn(t, addr, "stalled") // never reads from here on
+		flooder := chattest.LoggedIn(t, addr, "flooder")
 		stopPairs := startPairs(t, addr, "pair", 3)
 
 		line := []byte("SEND stalled " + strings.Repeat("x", msgBytes) + "\n")
@@ -45,13 +48,13 @@ func TestSlowConsumerFlooded(t *testing.T) {
 		var replyAtOverflow int
 		for got < sent || sent < floodMsgs && time.Now().Before(deadline) {
 			for sent < floodMsgs && sent-got < window && time.Now().Before(deadline) {
-				_ = flooder.conn.SetWriteDeadline(deadline)
-				if _, err := flooder.conn.Write(line); err != nil {
+				_ = flooder.Conn.SetWriteDeadline(deadline)
+				if _, err := flooder.Conn.Write(line); err != nil {
 					t.Fatalf("flooder write %d: %v", sent, err)
 				}
 				sent++
 			}
-			switch reply := flooder.line(); reply {
+			switch reply := flooder.Line(); reply {
 			case "SEND-OK":
 				if badDest > 0 {
 					t.Fatalf("reply %d = SEND-OK after %d BAD-DEST-USER: the stalled user came back", got, badDest)
@@ -88,14 +91,14 @@ func TestSlowConsumerFlooded(t *testing.T) {
 		}
 
 		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
-		readToClose(t, stalled)
+		stalled.Drain()
 		chattest.Eventually(t, "the stalled user to leave LIST", func() bool {
 			return !slices.Contains(listNames(flooder), "stalled")
 		})
-		again := loggedIn(t, addr, "stalled")
-		again.send("SEND flooder back\n")
-		again.expect("SEND-OK")
-		flooder.expect("DELIVERY stalled back")
+		again := chattest.LoggedIn(t, addr, "stalled")
+		again.Send("SEND flooder back\n")
+		again.Expect("SEND-OK")
+		flooder.Expect("DELIVERY stalled back")
 		if names := listNames(flooder); names[len(names)-1] != "stalled" {
 			t.Errorf("LIST = %v, want the new stalled last", names)
 		}
@@ -123,12 +126,13 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 					c.MaxLineBytes = 64 << 10
 					c.MaxPendingBytes = 256 << 10
 					c.WriteTimeout = 2 * time.Second
+					c.Rate = 0 // the client floods faster than flood control lets anyone
 				})
-				var watchers []*wire
+				var watchers []*chattest.Wire
 				for i := range 13 {
-					watchers = append(watchers, loggedIn(t, addr, long(i)))
+					watchers = append(watchers, chattest.LoggedIn(t, addr, long(i)))
 				}
-				lazy := loggedIn(t, addr, "lazy")
+				lazy := chattest.LoggedIn(t, addr, "lazy")
 				stopPairs := startPairs(t, addr, "p", 1)
 
 				// Many requests per write, so the loop is short.
@@ -137,8 +141,8 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 				deadline := time.Now().Add(30 * time.Second)
 				requests := 0
 				for requests < tc.max && time.Now().Before(deadline) && closedBy(srv, chat.ReasonSlowConsumer) == 0 {
-					_ = lazy.conn.SetWriteDeadline(deadline)
-					if _, err := lazy.conn.Write(batch); err != nil {
+					_ = lazy.Conn.SetWriteDeadline(deadline)
+					if _, err := lazy.Conn.Write(batch); err != nil {
 						break // the server has closed it
 					}
 					requests += perBatch
@@ -148,7 +152,7 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 				})
 				rounds := stopPairs()
 				t.Logf("%d requests sent; pair rounds %v", requests, rounds)
-				readToClose(t, lazy)
+				lazy.Drain()
 
 				chattest.Eventually(t, "lazy to leave LIST", func() bool {
 					return !slices.Contains(listNames(watchers[0]), "lazy")
@@ -161,7 +165,7 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 				if got := listNames(watchers[12]); !slices.Equal(got, want) {
 					t.Errorf("LIST = %v, want %v", got, want)
 				}
-				listNames(loggedIn(t, addr, "lazy")) // the slot was freed: 16 users again
+				listNames(chattest.LoggedIn(t, addr, "lazy")) // the slot was freed: 16 users again
 				expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
 			})
 		}
@@ -185,24 +189,25 @@ func TestSteadyReaderIsNotASlowConsumer(t *testing.T) {
 		srv, addr := start(t, func(c *chat.Config) {
 			c.WriteTimeout = 2 * time.Second
 			c.MaxPendingBytes = 32 << 20 // the backlog fits
+			c.Rate = 0                   // 20,000 requests at once
 		})
 		// 14 users with 64-byte names make each LIST-OK about 1 KiB.
 		for i := range 14 {
-			loggedIn(t, addr, fmt.Sprintf("%02d%s", i, strings.Repeat("n", 62)))
+			chattest.LoggedIn(t, addr, fmt.Sprintf("%02d%s", i, strings.Repeat("n", 62)))
 		}
-		reader := dial(t, addr)
+		reader := chattest.Dial(t, addr)
 		// A small receive buffer keeps the backlog in the server's queue
 		// rather than in the kernel.
-		if err := reader.conn.SetReadBuffer(64 << 10); err != nil {
+		if err := reader.TCP().SetReadBuffer(64 << 10); err != nil {
 			t.Fatalf("SetReadBuffer: %v", err)
 		}
-		reader.r = bufio.NewReaderSize(pacedReader{r: reader.conn, chunk: readChunk, gap: readGap}, 1<<16)
-		reader.login("reader")
+		reader.R = bufio.NewReaderSize(pacedReader{r: reader.Conn, chunk: readChunk, gap: readGap}, 1<<16)
+		reader.Login("reader")
 
-		reader.send(strings.Repeat("LIST\n", lists))
+		reader.Send(strings.Repeat("LIST\n", lists))
 		began := time.Now()
 		for i := range lists {
-			got, err := reader.lineErr()
+			got, err := reader.LineErr()
 			if err != nil {
 				took := time.Since(began).Round(time.Millisecond)
 				chattest.Eventually(t, "the reader's connection to be counted", func() bool { return srv.Stats().Connections == 14 })
@@ -224,34 +229,34 @@ func TestLineCapDefault(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		srv, addr := start(t, nil)
 		const huge = 3 << 20
-		alice := loggedIn(t, addr, "alice")
-		bob := loggedIn(t, addr, "bob")
+		alice := chattest.LoggedIn(t, addr, "alice")
+		bob := chattest.LoggedIn(t, addr, "bob")
 
-		alice.send("SEND bob " + strings.Repeat("x", huge) + "\nLIST\n")
-		alice.expect("BAD-RQST-BODY", "LIST-OK alice,bob")
+		alice.Send("SEND bob " + strings.Repeat("x", huge) + "\nLIST\n")
+		alice.Expect("BAD-RQST-BODY", "LIST-OK alice,bob")
 
-		alice.send(strings.Repeat("X", huge) + "\nSEND bob after the long lines\n")
-		alice.expect("BAD-RQST-HDR", "SEND-OK")
+		alice.Send(strings.Repeat("X", huge) + "\nSEND bob after the long lines\n")
+		alice.Expect("BAD-RQST-HDR", "SEND-OK")
 
 		// CRLF, and the line split over many writes.
 		long := "SEND bob " + strings.Repeat("y", huge) + "\r\n"
 		for len(long) > 0 {
 			n := min(len(long), 100_000)
-			alice.send(long[:n])
+			alice.Send(long[:n])
 			long = long[n:]
 		}
-		alice.send("SEND alice me\n")
-		alice.expect("BAD-RQST-BODY", "DELIVERY alice me", "SEND-OK")
+		alice.Send("SEND alice me\n")
+		alice.Expect("BAD-RQST-BODY", "DELIVERY alice me", "SEND-OK")
 
 		// Nothing of the long lines reached bob.
-		bob.expect("DELIVERY alice after the long lines")
-		bob.send("LIST\n")
-		bob.expect("LIST-OK alice,bob")
+		bob.Expect("DELIVERY alice after the long lines")
+		bob.Send("LIST\n")
+		bob.Expect("LIST-OK alice,bob")
 
 		// Before login: a known header is BAD-RQST-BODY whatever the state.
-		carol := dial(t, addr)
-		carol.send("HELLO-FROM " + strings.Repeat("c", huge) + "\nHELLO-FROM carol\n")
-		carol.expect("BAD-RQST-BODY", "HELLO carol")
+		carol := chattest.Dial(t, addr)
+		carol.Send("HELLO-FROM " + strings.Repeat("c", huge) + "\nHELLO-FROM carol\n")
+		carol.Expect("BAD-RQST-BODY", "HELLO carol")
 		expectClosed(t, srv, nil)
 	})
 }
@@ -262,7 +267,7 @@ func TestLineCapSmall(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		const capBytes = 100
 		_, addr := start(t, func(c *chat.Config) { c.MaxLineBytes = capBytes })
-		alice := loggedIn(t, addr, "alice")
+		alice := chattest.LoggedIn(t, addr, "alice")
 		head := "SEND alice "
 		msg100 := strings.Repeat("m", capBytes-len(head))
 		line100 := head + msg100
@@ -270,25 +275,25 @@ func TestLineCapSmall(t *testing.T) {
 			t.Fatalf("test bug: line is %d bytes", len(line100))
 		}
 
-		alice.send(line100 + "\n")
-		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
-		alice.send(line100 + "m\n")
-		alice.expect("BAD-RQST-BODY")
-		alice.send(line100 + "\r\n")
-		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
-		alice.send(line100 + "\r\r\n") // the line is line100 + "\r": one over
-		alice.expect("BAD-RQST-BODY")
-		alice.send(strings.Repeat("Z", capBytes+1) + "\n")
-		alice.expect("BAD-RQST-HDR")
+		alice.Send(line100 + "\n")
+		alice.Expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.Send(line100 + "m\n")
+		alice.Expect("BAD-RQST-BODY")
+		alice.Send(line100 + "\r\n")
+		alice.Expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.Send(line100 + "\r\r\n") // the line is line100 + "\r": one over
+		alice.Expect("BAD-RQST-BODY")
+		alice.Send(strings.Repeat("Z", capBytes+1) + "\n")
+		alice.Expect("BAD-RQST-HDR")
 
 		// The same at the edges of writes.
-		alice.send(line100 + "\r")
-		alice.send("\n")
-		alice.expect("DELIVERY alice "+msg100, "SEND-OK")
-		alice.send(line100)
-		alice.send("m")
-		alice.send("\nLIST\n")
-		alice.expect("BAD-RQST-BODY", "LIST-OK alice")
+		alice.Send(line100 + "\r")
+		alice.Send("\n")
+		alice.Expect("DELIVERY alice "+msg100, "SEND-OK")
+		alice.Send(line100)
+		alice.Send("m")
+		alice.Send("\nLIST\n")
+		alice.Expect("BAD-RQST-BODY", "LIST-OK alice")
 	})
 }
 
@@ -297,18 +302,18 @@ func TestLineCapSmall(t *testing.T) {
 func TestGarbageInput(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		srv, addr := start(t, nil)
-		bob := loggedIn(t, addr, "bob")
-		w := dial(t, addr)
+		bob := chattest.LoggedIn(t, addr, "bob")
+		w := chattest.Dial(t, addr)
 
-		check := func(who *wire, cases [][2]string) {
+		check := func(who *chattest.Wire, cases [][2]string) {
 			t.Helper()
 			var in strings.Builder
 			for _, c := range cases {
 				in.WriteString(c[0] + "\n")
 			}
-			who.send(in.String())
+			who.Send(in.String())
 			for _, c := range cases {
-				if got := who.line(); got != c[1] {
+				if got := who.Line(); got != c[1] {
 					t.Errorf("reply to %q = %q, want %q", c[0], got, c[1])
 				}
 			}
@@ -346,11 +351,11 @@ func TestGarbageInput(t *testing.T) {
 		in.WriteString("HELLO-FROM mallory\n")
 		writeInPieces(t, w, rng, in.String())
 		for i, l := range random {
-			if got := w.line(); got != hdr {
+			if got := w.Line(); got != hdr {
 				t.Fatalf("reply to random line %d %q = %q, want %q", i, l, got, hdr)
 			}
 		}
-		w.expect("HELLO mallory")
+		w.Expect("HELLO mallory")
 
 		check(w, [][2]string{
 			{"SEND bob a\x00b", body},
@@ -374,12 +379,12 @@ func TestGarbageInput(t *testing.T) {
 		in.WriteString("SEND bob end\nLIST\n")
 		writeInPieces(t, w, rng, in.String())
 		for i, l := range random {
-			if got := w.line(); got != hdr {
+			if got := w.Line(); got != hdr {
 				t.Fatalf("reply to random line %d %q = %q, want %q", i, l, got, hdr)
 			}
 		}
-		w.expect("SEND-OK", "LIST-OK bob,mallory")
-		bob.expect(
+		w.Expect("SEND-OK", "LIST-OK bob,mallory")
+		bob.Expect(
 			"DELIVERY mallory tab\there\x01",
 			"DELIVERY mallory \xe2\x82\xac euro",
 			"DELIVERY mallory end",
@@ -409,11 +414,11 @@ func randomGarbageLines(rng *rand.Rand, n int) []string {
 }
 
 // writeInPieces writes s in random-sized writes.
-func writeInPieces(t *testing.T, w *wire, rng *rand.Rand, s string) {
+func writeInPieces(t *testing.T, w *chattest.Wire, rng *rand.Rand, s string) {
 	t.Helper()
 	for len(s) > 0 {
 		n := min(len(s), 1+rng.IntN(700))
-		w.send(s[:n])
+		w.Send(s[:n])
 		s = s[n:]
 	}
 }
@@ -424,25 +429,25 @@ func TestManyIdleConnections(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		const idle = 500
 		srv, addr := start(t, nil) // the default MaxConns, 1024, is enough
-		conns := make([]*wire, idle)
+		conns := make([]*chattest.Wire, idle)
 		for i := range conns {
-			conns[i] = dial(t, addr)
+			conns[i] = chattest.Dial(t, addr)
 		}
 		chattest.Eventually(t, "all idle connections to be served", func() bool {
 			return srv.Stats().Connections == idle
 		})
-		alice := loggedIn(t, addr, "alice")
-		bob := loggedIn(t, addr, "bob")
-		alice.send("SEND bob hello through the crowd\n")
-		alice.expect("SEND-OK")
-		bob.expect("DELIVERY alice hello through the crowd")
-		bob.send("LIST\n")
-		bob.expect("LIST-OK alice,bob")
+		alice := chattest.LoggedIn(t, addr, "alice")
+		bob := chattest.LoggedIn(t, addr, "bob")
+		alice.Send("SEND bob hello through the crowd\n")
+		alice.Expect("SEND-OK")
+		bob.Expect("DELIVERY alice hello through the crowd")
+		bob.Send("LIST\n")
+		bob.Expect("LIST-OK alice,bob")
 
 		// The idle ones are still there and still served.
-		conns[0].send("LIST\n")
-		conns[0].expect("BAD-RQST-HDR")
-		conns[idle-1].login("late")
+		conns[0].Send("LIST\n")
+		conns[0].Expect("BAD-RQST-HDR")
+		conns[idle-1].Login("late")
 		if st := srv.Stats(); st.Connections != idle+2 || st.Users != 3 {
 			t.Errorf("stats = %d connections, %d users; want %d and 3", st.Connections, st.Users, idle+2)
 		}
@@ -455,15 +460,15 @@ func TestManyIdleConnections(t *testing.T) {
 func TestConnectionLimit(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		srv, addr := start(t, func(c *chat.Config) { c.MaxConns = 3 })
-		a := loggedIn(t, addr, "a")
-		b := loggedIn(t, addr, "b")
-		c := dial(t, addr)
-		c.send("LIST\n")
-		c.expect("BAD-RQST-HDR") // admitted, not logged in
+		a := chattest.LoggedIn(t, addr, "a")
+		b := chattest.LoggedIn(t, addr, "b")
+		c := chattest.Dial(t, addr)
+		c.Send("LIST\n")
+		c.Expect("BAD-RQST-HDR") // admitted, not logged in
 
-		d := dial(t, addr)
-		d.expectEOF("BUSY")
-		d.conn.Close()
+		d := chattest.Dial(t, addr)
+		d.ExpectEOF("BUSY")
+		d.Conn.Close()
 		chattest.Eventually(t, "the refusal to be counted", func() bool {
 			return closedBy(srv, chat.ReasonConnLimit) == 1
 		})
@@ -471,24 +476,24 @@ func TestConnectionLimit(t *testing.T) {
 			t.Errorf("connections = %d, want 3", n)
 		}
 
-		a.conn.Close()
+		a.Conn.Close()
 		chattest.Eventually(t, "a's connection to be gone", func() bool {
 			return srv.Stats().Connections == 2
 		})
-		e := loggedIn(t, addr, "e")
-		e.send("SEND b hi\n")
-		e.expect("SEND-OK")
-		b.expect("DELIVERY e hi")
+		e := chattest.LoggedIn(t, addr, "e")
+		e.Send("SEND b hi\n")
+		e.Expect("SEND-OK")
+		b.Expect("DELIVERY e hi")
 
-		f := dial(t, addr)
-		f.expectEOF("BUSY")
-		f.conn.Close()
+		f := chattest.Dial(t, addr)
+		f.ExpectEOF("BUSY")
+		f.Conn.Close()
 		chattest.Eventually(t, "the second refusal to be counted", func() bool {
 			return closedBy(srv, chat.ReasonConnLimit) == 2
 		})
-		b.send("LIST\n")
-		b.expect("LIST-OK b,e")
-		c.login("c")
+		b.Send("LIST\n")
+		b.Expect("LIST-OK b,e")
+		c.Login("c")
 		expectClosed(t, srv, map[chat.CloseReason]uint64{
 			chat.ReasonConnLimit:    2,
 			chat.ReasonClientClosed: 1,
@@ -506,22 +511,22 @@ func TestLoginTimeout(t *testing.T) {
 		const timeout = 300 * time.Millisecond
 		srv, addr := start(t, func(c *chat.Config) { c.LoginTimeout = timeout })
 		began := time.Now()
-		alice := loggedIn(t, addr, "alice")
-		idle := dial(t, addr)
-		trying := dial(t, addr)
-		trying.send("LIST\nHELLO-FROM a b\nHELLO-FROM alice\nHELLO-FR")
-		trying.expect("BAD-RQST-HDR", "BAD-RQST-BODY", "IN-USE")
+		alice := chattest.LoggedIn(t, addr, "alice")
+		idle := chattest.Dial(t, addr)
+		trying := chattest.Dial(t, addr)
+		trying.Send("LIST\nHELLO-FROM a b\nHELLO-FROM alice\nHELLO-FR")
+		trying.Expect("BAD-RQST-HDR", "BAD-RQST-BODY", "IN-USE")
 
-		idle.expectEOF()
-		trying.expectEOF()
+		idle.ExpectEOF()
+		trying.ExpectEOF()
 		chattest.Eventually(t, "both timeouts to be counted", func() bool {
 			return closedBy(srv, chat.ReasonLoginTimeout) == 2
 		})
 
 		// Past the timeout for alice too, with room to spare.
 		time.Sleep(time.Until(began.Add(3 * timeout)))
-		alice.send("LIST\n")
-		alice.expect("LIST-OK alice")
+		alice.Send("LIST\n")
+		alice.Expect("LIST-OK alice")
 		if st := srv.Stats(); st.Connections != 1 || st.Users != 1 {
 			t.Errorf("stats = %d connections, %d users; want 1 and 1", st.Connections, st.Users)
 		}
@@ -536,14 +541,14 @@ func TestLoginAndDropLeavesNoUser(t *testing.T) {
 		const n = 300
 		srv, addr := start(t, func(c *chat.Config) { c.MaxUsers = n })
 		name := func(i int) string { return fmt.Sprintf("u%03d", i) }
-		loginAll := func() []*wire {
-			ws := make([]*wire, n)
+		loginAll := func() []*chattest.Wire {
+			ws := make([]*chattest.Wire, n)
 			for i := range ws {
-				ws[i] = dial(t, addr)
-				ws[i].send("HELLO-FROM " + name(i) + "\n")
+				ws[i] = chattest.Dial(t, addr)
+				ws[i].Send("HELLO-FROM " + name(i) + "\n")
 			}
 			for i, w := range ws {
-				w.expect("HELLO " + name(i))
+				w.Expect("HELLO " + name(i))
 			}
 			return ws
 		}
@@ -554,9 +559,9 @@ func TestLoginAndDropLeavesNoUser(t *testing.T) {
 		}
 		for i, w := range ws {
 			if i%2 == 0 {
-				w.conn.Close()
+				w.Conn.Close()
 			} else {
-				w.reset()
+				w.Reset()
 			}
 		}
 		chattest.Eventually(t, "every user and connection to be gone", func() bool {
@@ -586,45 +591,45 @@ func TestLoginAndDropLeavesNoUser(t *testing.T) {
 // last "\n" are not a request.
 func TestHalfClosedClientGetsAllReplies(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
-		const lists = 20_000 // about 340 KB of replies, more than socket buffers hold
-		srv, addr := start(t, nil)
-		alice := loggedIn(t, addr, "alice")
-		bob := loggedIn(t, addr, "bob")
+		const lists = 20_000                                       // about 340 KB of replies, more than socket buffers hold
+		srv, addr := start(t, func(c *chat.Config) { c.Rate = 0 }) // all at once
+		alice := chattest.LoggedIn(t, addr, "alice")
+		bob := chattest.LoggedIn(t, addr, "bob")
 
-		alice.send("SEND bob hi\nSEND alice me\nWHO\n" + strings.Repeat("LIST\n", lists) + "SEND bob last\nLIST")
-		if err := alice.conn.CloseWrite(); err != nil {
+		alice.Send("SEND bob hi\nSEND alice me\nWHO\n" + strings.Repeat("LIST\n", lists) + "SEND bob last\nLIST")
+		if err := alice.TCP().CloseWrite(); err != nil {
 			t.Fatalf("CloseWrite: %v", err)
 		}
-		alice.expect("SEND-OK", "DELIVERY alice me", "SEND-OK", "BAD-RQST-HDR")
+		alice.Expect("SEND-OK", "DELIVERY alice me", "SEND-OK", "BAD-RQST-HDR")
 		for i := range lists {
-			if got := alice.line(); got != "LIST-OK alice,bob" {
+			if got := alice.Line(); got != "LIST-OK alice,bob" {
 				t.Fatalf("reply to LIST %d = %q", i, got)
 			}
 		}
-		alice.expectEOF("SEND-OK")
-		bob.expect("DELIVERY alice hi", "DELIVERY alice last")
+		alice.ExpectEOF("SEND-OK")
+		bob.Expect("DELIVERY alice hi", "DELIVERY alice last")
 		chattest.Eventually(t, "alice to be logged out", func() bool { return srv.Stats().Users == 1 })
-		bob.send("LIST\n")
-		bob.expect("LIST-OK bob")
+		bob.Send("LIST\n")
+		bob.Expect("LIST-OK bob")
 
 		// Deliveries acknowledged before a recipient half-closes reach it.
 		const msgs = 2_000
-		carol := loggedIn(t, addr, "carol")
+		carol := chattest.LoggedIn(t, addr, "carol")
 		var in strings.Builder
 		for i := range msgs {
 			fmt.Fprintf(&in, "SEND bob m%d\n", i)
 		}
-		carol.send(in.String())
+		carol.Send(in.String())
 		for range msgs {
-			carol.expect("SEND-OK")
+			carol.Expect("SEND-OK")
 		}
-		if err := bob.conn.CloseWrite(); err != nil {
+		if err := bob.TCP().CloseWrite(); err != nil {
 			t.Fatalf("CloseWrite: %v", err)
 		}
 		for i := range msgs {
-			bob.expect(fmt.Sprintf("DELIVERY carol m%d", i))
+			bob.Expect(fmt.Sprintf("DELIVERY carol m%d", i))
 		}
-		bob.expectEOF()
+		bob.ExpectEOF()
 		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonClientClosed: 2})
 	})
 }
@@ -634,24 +639,24 @@ func TestHalfClosedClientGetsAllReplies(t *testing.T) {
 func TestResetMidLine(t *testing.T) {
 	eachLink(t, true, func(t *testing.T, start serverStarter) {
 		srv, addr := start(t, nil)
-		bob := loggedIn(t, addr, "bob")
-		carol := loggedIn(t, addr, "carol")
-		alice := loggedIn(t, addr, "alice")
-		mallory := loggedIn(t, addr, "mallory")
+		bob := chattest.LoggedIn(t, addr, "bob")
+		carol := chattest.LoggedIn(t, addr, "carol")
+		alice := chattest.LoggedIn(t, addr, "alice")
+		mallory := chattest.LoggedIn(t, addr, "mallory")
 
-		alice.send("SEND bob this line never ends")
-		mallory.send("SEND bob " + strings.Repeat("z", 200<<10)) // spans many reads
-		alice.reset()
-		mallory.reset()
+		alice.Send("SEND bob this line never ends")
+		mallory.Send("SEND bob " + strings.Repeat("z", 200<<10)) // spans many reads
+		alice.Reset()
+		mallory.Reset()
 		chattest.Eventually(t, "alice and mallory to be gone", func() bool { return srv.Stats().Users == 2 })
 
-		carol.send("SEND bob after the resets\n")
-		carol.expect("SEND-OK")
-		bob.expect("DELIVERY carol after the resets") // the first thing bob sees
-		bob.send("LIST\n")
-		bob.expect("LIST-OK bob,carol")
-		loggedIn(t, addr, "alice")
-		loggedIn(t, addr, "mallory")
+		carol.Send("SEND bob after the resets\n")
+		carol.Expect("SEND-OK")
+		bob.Expect("DELIVERY carol after the resets") // the first thing bob sees
+		bob.Send("LIST\n")
+		bob.Expect("LIST-OK bob,carol")
+		chattest.LoggedIn(t, addr, "alice")
+		chattest.LoggedIn(t, addr, "mallory")
 		expectClosed(t, srv, map[chat.CloseReason]uint64{chat.ReasonReset: 2})
 	})
 }

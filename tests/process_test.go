@@ -1,17 +1,11 @@
 package tests
 
 import (
-	"bufio"
-	"bytes"
-	"io"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,10 +16,6 @@ import (
 // This file tests the chat-server command as a process: its flags, its
 // "Server is on" line, its signals and its exit status.
 
-// exitTimeout bounds how long the process may take to exit: "within a few
-// seconds" of a signal, or at once after a bad flag.
-const exitTimeout = 10 * time.Second
-
 // TestProcess runs its subtests in parallel against the chat-server
 // binary.
 func TestProcess(t *testing.T) {
@@ -35,27 +25,27 @@ func TestProcess(t *testing.T) {
 	t.Run("serves", func(t *testing.T) {
 		t.Parallel()
 		p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0", "--log-level", "debug")
-		addr := p.listenAddr()
-		alice := loggedIn(t, addr, "alice")
-		alice.send("LIST\n")
-		alice.expect("LIST-OK alice")
-		bob := loggedIn(t, addr, "bob")
-		bob.send("SEND alice hi\nWHO\n")
-		bob.expect("SEND-OK", "BAD-RQST-HDR")
-		alice.expect("DELIVERY bob hi")
-		alice.conn.Close()
-		bob.conn.Close()
+		addr := p.ListenAddr()
+		alice := chattest.LoggedIn(t, addr, "alice")
+		alice.Send("LIST\n")
+		alice.Expect("LIST-OK alice")
+		bob := chattest.LoggedIn(t, addr, "bob")
+		bob.Send("SEND alice hi\nWHO\n")
+		bob.Expect("SEND-OK", "BAD-RQST-HDR")
+		alice.Expect("DELIVERY bob hi")
+		alice.Conn.Close()
+		bob.Conn.Close()
 
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(); code != 0 {
-			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr.String())
+		p.Signal(syscall.SIGTERM)
+		if code := p.Wait(); code != 0 {
+			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.Stderr.String())
 		}
 		// Logs go to stderr, never stdout; the debug log level makes sure
 		// there are some.
-		if out := p.stdoutLines(); len(out) != 1 {
+		if out := p.Stdout.Lines(); len(out) != 1 {
 			t.Errorf("stdout has %d lines %q, want only the Server is on line", len(out), out)
 		}
-		if p.stderr.Len() == 0 {
+		if p.Stderr.String() == "" {
 			t.Errorf("stderr is empty, want the logs there")
 		}
 	})
@@ -64,19 +54,19 @@ func TestProcess(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, "-a", "127.0.0.1", "-p", "0")
-			addr := p.listenAddr()
-			user := loggedIn(t, addr, "alice")
-			anon := dial(t, addr)
-			anon.send("LIST\n")
-			anon.expect("BAD-RQST-HDR") // the server has taken this connection
+			addr := p.ListenAddr()
+			user := chattest.LoggedIn(t, addr, "alice")
+			anon := chattest.Dial(t, addr)
+			anon.Send("LIST\n")
+			anon.Expect("BAD-RQST-HDR") // the server has taken this connection
 
-			p.signal(sig)
-			user.expectEOF()
-			anon.expectEOF()
-			if code := p.wait(); code != 0 {
-				t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr.String())
+			p.Signal(sig)
+			user.ExpectEOF()
+			anon.ExpectEOF()
+			if code := p.Wait(); code != 0 {
+				t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.Stderr.String())
 			}
-			if out := p.stdoutLines(); len(out) != 1 {
+			if out := p.Stdout.Lines(); len(out) != 1 {
 				t.Errorf("stdout has %d lines %q, want only the Server is on line", len(out), out)
 			}
 			// The port is closed: nothing listens there any more.
@@ -94,37 +84,37 @@ func TestProcess(t *testing.T) {
 		const limit, clients = 32, 40
 		p := startProc(t, "bash", "-c", `ulimit -n `+strconv.Itoa(limit)+` && exec "$0" "$@"`,
 			bin, "-a", "127.0.0.1", "-p", "0")
-		addr := p.listenAddr()
-		var conns []*wire
+		addr := p.ListenAddr()
+		var conns []*chattest.Wire
 		for range clients { // the kernel completes these even when accept cannot
-			conns = append(conns, dial(t, addr))
+			conns = append(conns, chattest.Dial(t, addr))
 		}
 		chattest.Eventually(t, "an accept failure in the log", func() bool {
-			return strings.Contains(p.stderr.String(), "accept failed")
+			return strings.Contains(p.Stderr.String(), "accept failed")
 		})
 		for _, c := range conns {
-			c.conn.Close()
+			c.Conn.Close()
 		}
-		alice := loggedIn(t, addr, "alice") // waits in the backlog until the server retries
-		alice.send("LIST\n")
-		alice.expect("LIST-OK alice")
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(); code != 0 {
-			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr.String())
+		alice := chattest.LoggedIn(t, addr, "alice") // waits in the backlog until the server retries
+		alice.Send("LIST\n")
+		alice.Expect("LIST-OK alice")
+		p.Signal(syscall.SIGTERM)
+		if code := p.Wait(); code != 0 {
+			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.Stderr.String())
 		}
 	})
 
 	t.Run("flags apply", func(t *testing.T) {
 		t.Parallel()
 		p := startProc(t, bin, "--address", "127.0.0.1", "--port", "0", "--max-users", "1")
-		addr := p.listenAddr()
-		loggedIn(t, addr, "alice")
-		w := dial(t, addr)
-		w.send("HELLO-FROM bob\n")
-		w.expect("BUSY")
-		p.signal(syscall.SIGTERM)
-		if code := p.wait(); code != 0 {
-			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr.String())
+		addr := p.ListenAddr()
+		chattest.LoggedIn(t, addr, "alice")
+		w := chattest.Dial(t, addr)
+		w.Send("HELLO-FROM bob\n")
+		w.Expect("BUSY")
+		p.Signal(syscall.SIGTERM)
+		if code := p.Wait(); code != 0 {
+			t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.Stderr.String())
 		}
 	})
 
@@ -151,12 +141,12 @@ func TestProcess(t *testing.T) {
 		t.Run("bad flag "+strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, append([]string{"-a", "127.0.0.1", "-p", "0"}, args...)...)
-			code := p.wait()
+			code := p.Wait()
 			if code == 0 {
 				t.Errorf("exit status 0, want non-zero")
 			}
-			expectOneLine(t, "stderr", p.stderr.String())
-			if out := p.stdoutLines(); len(out) != 0 {
+			expectOneLine(t, "stderr", p.Stderr.String())
+			if out := p.Stdout.Lines(); len(out) != 0 {
 				t.Errorf("stdout = %q, want nothing", out)
 			}
 		})
@@ -171,14 +161,14 @@ func TestProcess(t *testing.T) {
 		defer ln.Close()
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		p := startProc(t, bin, "-a", "127.0.0.1", "-p", port)
-		if code := p.wait(); code == 0 {
+		if code := p.Wait(); code == 0 {
 			t.Errorf("exit status 0, want non-zero")
 		}
-		line := expectOneLine(t, "stderr", p.stderr.String())
+		line := expectOneLine(t, "stderr", p.Stderr.String())
 		if !strings.Contains(line, port) || !strings.Contains(line, "in use") {
 			t.Errorf("stderr = %q, want it to name port %s and say it is in use", line, port)
 		}
-		if out := p.stdoutLines(); len(out) != 0 {
+		if out := p.Stdout.Lines(); len(out) != 0 {
 			t.Errorf("stdout = %q, want nothing", out)
 		}
 	})
@@ -187,17 +177,17 @@ func TestProcess(t *testing.T) {
 		t.Run(help, func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, help)
-			if code := p.wait(); code != 0 {
+			if code := p.Wait(); code != 0 {
 				t.Errorf("exit status %d, want 0", code)
 			}
-			usage := strings.Join(p.stdoutLines(), "\n")
+			usage := strings.Join(p.Stdout.Lines(), "\n")
 			for _, flag := range []string{"-a", "--address", "-p", "--port", "--max-users", "--max-conns",
 				"--max-line-bytes", "--login-timeout", "--log-level", "--max-pending-bytes", "--write-timeout"} {
 				if !regexp.MustCompile(`(^|[\s,])` + regexp.QuoteMeta(flag) + `($|[\s,=])`).MatchString(usage) {
 					t.Errorf("usage does not list %s:\n%s", flag, usage)
 				}
 			}
-			if s := p.stderr.String(); s != "" {
+			if s := p.Stderr.String(); s != "" {
 				t.Errorf("stderr = %q, want nothing", s)
 			}
 		})
@@ -215,137 +205,9 @@ func expectOneLine(t *testing.T, what, s string) string {
 	return line
 }
 
-// proc is a running chat-server process.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stderr lockedBuffer
-
-	firstLine chan string // the first line on stdout; closed at EOF
-
-	mu     sync.Mutex
-	stdout []string // every line on stdout so far; guarded by mu
-
-	exited chan struct{} // closed when the process has exited and been waited for
-}
-
-// startProc starts bin with args, and kills it when the test ends if it
-// is still running.
-func startProc(t *testing.T, bin string, args ...string) *proc {
+// startProc starts bin with args as a process; chattest.StartProc says
+// what happens when the test ends.
+func startProc(t *testing.T, bin string, args ...string) *chattest.Proc {
 	t.Helper()
-	p := &proc{
-		t:         t,
-		cmd:       exec.Command(bin, args...),
-		firstLine: make(chan string, 1),
-		exited:    make(chan struct{}),
-	}
-	p.cmd.Stderr = &p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		defer close(p.exited)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.stdout = append(p.stdout, sc.Text())
-			first := len(p.stdout) == 1
-			p.mu.Unlock()
-			if first {
-				p.firstLine <- sc.Text()
-			}
-		}
-		close(p.firstLine)
-		_, _ = io.Copy(io.Discard, stdout) // past a line too long to scan
-		_ = p.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("%s reported a data race:\n%s", bin, p.stderr.String())
-		}
-	})
-	return p
-}
-
-// listenAddr waits for the "Server is on" line and returns the address to
-// dial.
-func (p *proc) listenAddr() string {
-	p.t.Helper()
-	select {
-	case line, ok := <-p.firstLine:
-		const prefix = "Server is on 127.0.0.1:"
-		port, found := strings.CutPrefix(line, prefix)
-		if !ok || !found {
-			p.t.Fatalf("first stdout line = %q, want %q<port>; stderr:\n%s", line, prefix, p.stderr.String())
-		}
-		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-			p.t.Fatalf("first stdout line = %q: bad port", line)
-		}
-		return net.JoinHostPort("127.0.0.1", port)
-	case <-time.After(exitTimeout):
-		p.t.Fatalf("no Server is on line within %v; stderr:\n%s", exitTimeout, p.stderr.String())
-	}
-	return ""
-}
-
-func (p *proc) signal(sig os.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatalf("signal %v: %v", sig, err)
-	}
-}
-
-// wait waits for the process to exit and returns its exit status (-1 if a
-// signal killed it).
-func (p *proc) wait() int {
-	p.t.Helper()
-	select {
-	case <-p.exited:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(exitTimeout):
-		p.t.Fatalf("process did not exit within %v; stderr:\n%s", exitTimeout, p.stderr.String())
-	}
-	return 0
-}
-
-// stdoutLines returns the lines the process wrote to stdout so far.
-func (p *proc) stdoutLines() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.stdout)
-}
-
-// lockedBuffer is a bytes.Buffer that exec's copying goroutine may write
-// while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
+	return chattest.StartProc(t, exec.Command(bin, args...))
 }

@@ -125,16 +125,16 @@ func TestSoak(t *testing.T) {
 		}
 
 		// Still serving, with every slot free.
-		first := loggedIn(t, addr, soakNames[0])
+		first := chattest.LoggedIn(t, addr, soakNames[0])
 		for _, name := range soakNames[1:15] {
-			loggedIn(t, addr, name)
+			chattest.LoggedIn(t, addr, name)
 		}
-		a := loggedIn(t, addr, "after")
-		a.send("LIST\n")
-		a.expect("LIST-OK " + strings.Join(soakNames[:15], ",") + ",after")
-		a.send("SEND " + soakNames[0] + " still here\n")
-		a.expect("SEND-OK")
-		first.expect("DELIVERY after still here")
+		a := chattest.LoggedIn(t, addr, "after")
+		a.Send("LIST\n")
+		a.Expect("LIST-OK " + strings.Join(soakNames[:15], ",") + ",after")
+		a.Send("SEND " + soakNames[0] + " still here\n")
+		a.Expect("SEND-OK")
+		first.Expect("DELIVERY after still here")
 	})
 }
 
@@ -182,7 +182,7 @@ func runSoakClient(c *net.TCPConn, rng *rand.Rand, budget int, deadline time.Tim
 				n = resetAt - res.written
 			}
 			if n > 0 {
-				_ = c.SetWriteDeadline(time.Now().Add(replyTimeout))
+				_ = c.SetWriteDeadline(time.Now().Add(chattest.ReplyTimeout))
 				if _, err := c.Write(pending[:n]); err != nil {
 					return fmt.Errorf("write after %d bytes: %w", res.written, err)
 				}
@@ -248,7 +248,7 @@ var errReset = errors.New("reset point reached")
 // returns a nil error; a closed or reset connection returns the error,
 // which matters only to a client that closed cleanly.
 func drainReplies(c *net.TCPConn) (replies, deliveries int, err error) {
-	_ = c.SetReadDeadline(time.Now().Add(6 * replyTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(6 * chattest.ReplyTimeout))
 	r := bufio.NewReaderSize(c, 16<<10)
 	for {
 		line, err := r.ReadString('\n')

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command chat-bench is a load generator that measures the chat server,
 // or nats-server doing the same work, over real loopback connections.
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -27,11 +29,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startChat starts a chat server on 127.0.0.1 for up to maxUsers users and
+// startChat starts a chat server on 127.0.0.1 for up to maxUsers users,
+// without flood control (the bench sends faster than any client may), and
 // stops it when the test ends.
 func startChat(t *testing.T, maxUsers int) string {
 	t.Helper()
-	return chattest.Start(t, func(c *chat.Config) { c.MaxUsers, c.MaxConns = maxUsers, maxUsers+8 }).Addr
+	return chattest.Start(t, func(c *chat.Config) {
+		c.MaxUsers, c.MaxConns = maxUsers, maxUsers+8
+		c.Rate = 0
+	}).Addr
 }
 
 // runJSON runs the bench with --json and decodes its result into res.

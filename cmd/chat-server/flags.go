@@ -45,6 +45,12 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	}
 	fs.IntVar(&c.MaxUsers, "max-users", c.MaxUsers, "users logged in at once")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open connections at once, logged in or not")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "open connections at once from one IPv4 address or IPv6 /64 (0: no limit)")
+	fs.IntVar(&c.MaxUsersPerIP, "max-users-per-ip", c.MaxUsersPerIP, "users logged in at once from one IPv4 address or IPv6 /64 (0: no limit)")
+	fs.BoolVar(&c.LimitLoopback, "limit-loopback", c.LimitLoopback, "apply the per-IP limits to loopback clients too")
+	fs.Float64Var(&c.Rate, "rate", c.Rate, "requests a second one connection may send on average before its reading is held back (0: no limit)")
+	fs.IntVar(&c.Burst, "burst", c.Burst, "requests one connection may send at once, above --rate")
+	fs.DurationVar(&c.FloodTimeout, "flood-timeout", c.FloodTimeout, "how long in a row a connection may keep the server holding back its requests before it is closed as a flood")
 	fs.IntVar(&c.MaxLineBytes, "max-line-bytes", c.MaxLineBytes, "longest request line in bytes")
 	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "time a connection has to log in")
 	fs.IntVar(&c.MaxPendingBytes, "max-pending-bytes", c.MaxPendingBytes, "outbound queue per connection in bytes; a client over it is a slow consumer")

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chatserver/internal/certs/certstest"
+	"chatserver/internal/chat/chattest"
 	"chatserver/internal/natstest"
 )
 
@@ -40,65 +39,6 @@ func TestMain(m *testing.M) {
 // timeout bounds every wait. Tests synchronise on output and replies;
 // this only turns a hang into a failure.
 const timeout = 10 * time.Second
-
-// output collects what the server writes to stdout or stderr, line by
-// line, so a test can wait for a line.
-type output struct {
-	lines chan string // every complete line, in order
-
-	mu   sync.Mutex
-	rest []byte   // guarded by mu: an incomplete last line
-	all  []string // guarded by mu
-}
-
-func newOutput() *output { return &output{lines: make(chan string, 4096)} }
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.rest = append(o.rest, p...)
-	for {
-		i := bytes.IndexByte(o.rest, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := string(o.rest[:i])
-		o.rest = o.rest[i+1:]
-		o.all = append(o.all, line)
-		o.lines <- line
-	}
-}
-
-// allLines returns every complete line written so far.
-func (o *output) allLines() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.all...)
-}
-
-// waitFor returns the first line not yet waited for that match accepts.
-func (o *output) waitFor(t *testing.T, what string, match func(string) bool) string {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case line := <-o.lines:
-			if match(line) {
-				return line
-			}
-		case <-timer.C:
-			t.Fatalf("timed out waiting for %s; output so far:\n%s", what, strings.Join(o.allLines(), "\n"))
-		}
-	}
-}
-
-// address waits for the line "<prefix><address>" and returns the address.
-func (o *output) address(t *testing.T, prefix string) string {
-	t.Helper()
-	line := o.waitFor(t, prefix, func(l string) bool { return strings.HasPrefix(l, prefix) })
-	return strings.TrimPrefix(line, prefix)
-}
 
 // jsonLogs parses lines written with --log-format json.
 func jsonLogs(t *testing.T, lines []string) []map[string]any {
@@ -123,7 +63,7 @@ func textLog(msg string) func(string) bool {
 
 // server is run called in this process.
 type server struct {
-	stdout, stderr *output
+	stdout, stderr *chattest.Output
 	cancel         context.CancelFunc
 	done           chan error
 	once           sync.Once
@@ -133,7 +73,7 @@ type server struct {
 func startRun(t *testing.T, args ...string) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{stdout: newOutput(), stderr: newOutput(), cancel: cancel, done: make(chan error, 1)}
+	s := &server{stdout: chattest.NewOutput(), stderr: chattest.NewOutput(), cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, args, s.stdout, s.stderr) }()
 	t.Cleanup(func() { s.stop() })
 	return s
@@ -148,125 +88,24 @@ func (s *server) stop() error {
 	return s.err
 }
 
-// child is the command running as a process.
-type child struct {
-	cmd            *exec.Cmd
-	stdout, stderr *output
-	exited         chan error
-}
-
-func startChild(t *testing.T, args ...string) *child {
+// startChild runs this test binary as the command, in a process of its
+// own (see TestMain).
+func startChild(t *testing.T, args ...string) *chattest.Proc {
 	t.Helper()
-	c := &child{cmd: exec.Command(os.Args[0], args...), stdout: newOutput(), stderr: newOutput(), exited: make(chan error, 1)}
-	c.cmd.Env = append(os.Environ(), childEnv+"=1")
-	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	go func() { c.exited <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-	})
-	return c
-}
-
-func (c *child) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %v: %v", sig, err)
-	}
-}
-
-// wait returns the exit code once the process has ended.
-func (c *child) wait(t *testing.T) int {
-	t.Helper()
-	select {
-	case err := <-c.exited:
-		var exit *exec.ExitError
-		if err != nil && !errors.As(err, &exit) {
-			t.Fatalf("wait: %v", err)
-		}
-		return c.cmd.ProcessState.ExitCode()
-	case <-time.After(timeout):
-		t.Fatal("the process did not exit")
-		return -1
-	}
-}
-
-// wire is a client connection, plain or TLS, speaking the protocol.
-type wire struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func dialPlain(t *testing.T, addr string) *wire {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	return newWire(t, conn)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	return chattest.StartProc(t, cmd)
 }
 
 // dialTLS connects trusting cfg's roots and returns the connection and
 // the common name of the certificate the server presented.
-func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*wire, string) {
+func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*chattest.Wire, string) {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, cfg)
 	if err != nil {
 		t.Fatalf("dial TLS %s: %v", addr, err)
 	}
-	return newWire(t, conn), conn.ConnectionState().PeerCertificates[0].Subject.CommonName
-}
-
-func newWire(t *testing.T, conn net.Conn) *wire {
-	t.Cleanup(func() { conn.Close() })
-	return &wire{t: t, conn: conn, r: bufio.NewReader(conn)}
-}
-
-func (w *wire) line() string {
-	w.t.Helper()
-	_ = w.conn.SetReadDeadline(time.Now().Add(timeout))
-	s, err := w.r.ReadString('\n')
-	if err != nil {
-		w.t.Fatalf("read: %v (got %q)", err, s)
-	}
-	return strings.TrimSuffix(s, "\n")
-}
-
-func (w *wire) expectLine(want string) {
-	w.t.Helper()
-	if got := w.line(); got != want {
-		w.t.Fatalf("got %q, want %q", got, want)
-	}
-}
-
-// expect sends request and checks the next line.
-func (w *wire) expect(request, want string) {
-	w.t.Helper()
-	if _, err := io.WriteString(w.conn, request+"\n"); err != nil {
-		w.t.Fatalf("write: %v", err)
-	}
-	w.expectLine(want)
-}
-
-func (w *wire) login(name string) *wire {
-	w.t.Helper()
-	w.expect("HELLO-FROM "+name, "HELLO "+name)
-	return w
-}
-
-// expectEOF checks that the server has closed the connection.
-func (w *wire) expectEOF() {
-	w.t.Helper()
-	_ = w.conn.SetReadDeadline(time.Now().Add(timeout))
-	if s, err := w.r.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		w.t.Fatalf("read = %q, %v; want the connection closed", s, err)
-	}
+	return chattest.NewWire(t, conn), conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
 
 // get fetches url and returns the status code and body.
@@ -296,23 +135,23 @@ func TestPlainAndTLSUsersTalk(t *testing.T) {
 	trustA, certFile, keyFile := writeCert(t, t.TempDir(), "A")
 	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", certFile, "--tls-key", keyFile,
 		"--metrics-address", "127.0.0.1:0", "--log-format", "json")
-	plainAddr := s.stdout.address(t, "Server is on ")
-	tlsAddr := s.stdout.address(t, "TLS server is on ")
-	metricsLine := s.stderr.waitFor(t, "the metrics address", func(l string) bool { return strings.Contains(l, `"metrics listening"`) })
+	plainAddr := s.stdout.Address(t, "Server is on ")
+	tlsAddr := s.stdout.Address(t, "TLS server is on ")
+	metricsLine := s.stderr.WaitFor(t, "the metrics address", func(l string) bool { return strings.Contains(l, `"metrics listening"`) })
 	metricsAddr, _ := jsonLogs(t, []string{metricsLine})[0]["address"].(string)
 
-	alice := dialPlain(t, plainAddr).login("alice")
+	alice := chattest.Dial(t, plainAddr).Login("alice")
 	bob, cn := dialTLS(t, tlsAddr, trustA)
 	if cn != "A" {
 		t.Fatalf("TLS server presented %q, want A", cn)
 	}
-	bob.login("bob")
-	alice.expect("SEND bob hi over TLS", "SEND-OK")
-	bob.expectLine("DELIVERY alice hi over TLS")
-	bob.expect("SEND alice and back in plain text", "SEND-OK")
-	alice.expectLine("DELIVERY bob and back in plain text")
-	bob.expect("LIST", "LIST-OK alice,bob")
-	alice.expect("HELLO-FROM bob", "BAD-RQST-HDR") // logged in already
+	bob.Login("bob")
+	alice.Request("SEND bob hi over TLS", "SEND-OK")
+	bob.Expect("DELIVERY alice hi over TLS")
+	bob.Request("SEND alice and back in plain text", "SEND-OK")
+	alice.Expect("DELIVERY bob and back in plain text")
+	bob.Request("LIST", "LIST-OK alice,bob")
+	alice.Request("HELLO-FROM bob", "BAD-RQST-HDR") // logged in already
 
 	if code, body := get(t, "http://"+metricsAddr+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d %q, want 200", code, body)
@@ -327,10 +166,10 @@ func TestPlainAndTLSUsersTalk(t *testing.T) {
 	if err := s.stop(); err != nil {
 		t.Fatalf("run = %v, want nil after shutdown", err)
 	}
-	alice.expectEOF()
-	bob.expectEOF()
+	alice.ExpectEOF()
+	bob.ExpectEOF()
 
-	logs := jsonLogs(t, s.stderr.allLines())
+	logs := jsonLogs(t, s.stderr.Lines())
 	var opened, complete int
 	for _, l := range logs {
 		switch l["msg"] {
@@ -419,14 +258,14 @@ func TestBadCertificateExitsWithOneLine(t *testing.T) {
 	_, _, keyFile := writeCert(t, t.TempDir(), "A")
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	c := startChild(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", missing, "--tls-key", keyFile)
-	if code := c.wait(t); code != 1 {
+	if code := c.Wait(); code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}
 	want := "chat-server: tls certificate: open " + missing + ": no such file or directory"
-	if got := c.stderr.allLines(); len(got) != 1 || got[0] != want {
+	if got := c.Stderr.Lines(); len(got) != 1 || got[0] != want {
 		t.Errorf("stderr = %q, want the one line %q", got, want)
 	}
-	if got := c.stdout.allLines(); len(got) > 0 {
+	if got := c.Stdout.Lines(); len(got) > 0 {
 		t.Errorf("stdout = %q, want nothing", got)
 	}
 }
@@ -435,18 +274,18 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 	dir := t.TempDir()
 	trustA, certFile, keyFile := writeCert(t, dir, "A")
 	c := startChild(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", certFile, "--tls-key", keyFile)
-	c.stdout.address(t, "Server is on ")
-	tlsAddr := c.stdout.address(t, "TLS server is on ")
+	c.Stdout.Address(t, "Server is on ")
+	tlsAddr := c.Stdout.Address(t, "TLS server is on ")
 
 	old, cn := dialTLS(t, tlsAddr, trustA)
 	if cn != "A" {
 		t.Fatalf("before reload: server presented %q, want A", cn)
 	}
-	old.login("old")
+	old.Login("old")
 
 	trustB, _, _ := writeCert(t, dir, "B") // replaces the files
-	c.signal(t, syscall.SIGHUP)
-	line := c.stderr.waitFor(t, "the reload", textLog("tls certificate reloaded"))
+	c.Signal(syscall.SIGHUP)
+	line := c.Stderr.WaitFor(t, "the reload", textLog("tls certificate reloaded"))
 	if !strings.Contains(line, "CN=B") {
 		t.Errorf("reload line %q does not name the new certificate", line)
 	}
@@ -454,42 +293,42 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 	if cn != "B" {
 		t.Fatalf("after reload: server presented %q, want B", cn)
 	}
-	fresh.login("fresh")
-	fresh.expect("SEND old you still there?", "SEND-OK")
-	old.expectLine("DELIVERY fresh you still there?")
-	old.expect("SEND fresh yes", "SEND-OK")
-	fresh.expectLine("DELIVERY old yes")
+	fresh.Login("fresh")
+	fresh.Request("SEND old you still there?", "SEND-OK")
+	old.Expect("DELIVERY fresh you still there?")
+	old.Request("SEND fresh yes", "SEND-OK")
+	fresh.Expect("DELIVERY old yes")
 
 	// A renewal caught half-written is an error line, and the certificate
 	// in use stays.
 	if err := os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\ntrunc"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.signal(t, syscall.SIGHUP)
-	c.stderr.waitFor(t, "the failed reload", textLog("tls certificate reload failed; keeping the old one"))
+	c.Signal(syscall.SIGHUP)
+	c.Stderr.WaitFor(t, "the failed reload", textLog("tls certificate reload failed; keeping the old one"))
 	third, cn := dialTLS(t, tlsAddr, trustB)
 	if cn != "B" {
 		t.Fatalf("after a failed reload: server presented %q, want B", cn)
 	}
-	third.login("third").expect("LIST", "LIST-OK old,fresh,third")
+	third.Login("third").Request("LIST", "LIST-OK old,fresh,third")
 
-	c.signal(t, syscall.SIGTERM)
-	if code := c.wait(t); code != 0 {
+	c.Signal(syscall.SIGTERM)
+	if code := c.Wait(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
-	c.stderr.waitFor(t, "the shutdown line", func(l string) bool {
+	c.Stderr.WaitFor(t, "the shutdown line", func(l string) bool {
 		return textLog("shutdown complete")(l) && strings.Contains(l, "connections_closed=3 users_logged_out=3")
 	})
 }
 
 func TestSIGHUPWithoutTLSIsHarmless(t *testing.T) {
 	c := startChild(t, "-a", "127.0.0.1", "-p", "0")
-	addr := c.stdout.address(t, "Server is on ")
-	c.signal(t, syscall.SIGHUP)
-	c.stderr.waitFor(t, "the SIGHUP line", textLog("SIGHUP: no TLS certificate to reload"))
-	dialPlain(t, addr).login("alice")
-	c.signal(t, syscall.SIGTERM)
-	if code := c.wait(t); code != 0 {
+	addr := c.Stdout.Address(t, "Server is on ")
+	c.Signal(syscall.SIGHUP)
+	c.Stderr.WaitFor(t, "the SIGHUP line", textLog("SIGHUP: no TLS certificate to reload"))
+	chattest.Dial(t, addr).Login("alice")
+	c.Signal(syscall.SIGTERM)
+	if code := c.Wait(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 }
@@ -498,10 +337,10 @@ func TestTLSHandshakeCountsAgainstLoginTimeout(t *testing.T) {
 	_, certFile, keyFile := writeCert(t, t.TempDir(), "A")
 	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", certFile, "--tls-key", keyFile,
 		"--login-timeout", "200ms", "--log-format", "json")
-	tlsAddr := s.stdout.address(t, "TLS server is on ")
-	silent := dialPlain(t, tlsAddr) // TCP only: it never starts the handshake
-	silent.expectEOF()
-	s.stderr.waitFor(t, "the close line", func(l string) bool {
+	tlsAddr := s.stdout.Address(t, "TLS server is on ")
+	silent := chattest.Dial(t, tlsAddr) // TCP only: it never starts the handshake
+	silent.ExpectEOF()
+	s.stderr.WaitFor(t, "the close line", func(l string) bool {
 		return strings.Contains(l, `"connection closed"`) && strings.Contains(l, `"reason":"login_timeout"`)
 	})
 }

@@ -23,6 +23,24 @@ type Config struct {
 	// MaxLineBytes is the longest request line, not counting its "\n" and
 	// the single "\r" before it.
 	MaxLineBytes int
+	// MaxConnsPerIP is how many connections one client network (an IPv4
+	// address, or an IPv6 /64) may have open at once; 0 means no limit.
+	// Loopback clients are not counted unless LimitLoopback.
+	MaxConnsPerIP int
+	// MaxUsersPerIP is how many users one client network may have logged
+	// in at once; 0 means no limit (a class behind one NAT address is one
+	// network).
+	MaxUsersPerIP int
+	// LimitLoopback applies the per-IP limits to loopback clients too.
+	LimitLoopback bool
+	// Rate is how many requests a second one connection may send on
+	// average before the server holds back reading it (flood control);
+	// Burst is how many it may send at once. Rate 0 turns it off.
+	Rate  float64
+	Burst int
+	// FloodTimeout is how long in a row a connection may keep the server
+	// holding back its requests before it is closed as a flood.
+	FloodTimeout time.Duration
 	// LoginTimeout is how long a connection may stay open without
 	// logging in.
 	LoginTimeout time.Duration
@@ -53,6 +71,10 @@ func DefaultConfig() Config {
 	return Config{
 		MaxUsers:        16,
 		MaxConns:        1024,
+		MaxConnsPerIP:   128,
+		Rate:            200,
+		Burst:           1000,
+		FloodTimeout:    30 * time.Second,
 		MaxLineBytes:    1 << 20,
 		LoginTimeout:    60 * time.Second,
 		MaxPendingBytes: 4 << 20,
@@ -75,9 +97,21 @@ func (c Config) validate() error {
 	positive("max users", c.MaxUsers)
 	positive("max conns", c.MaxConns)
 	positive("max line bytes", c.MaxLineBytes)
-	if c.EventLoops < 0 {
-		errs = append(errs, fmt.Sprintf("event loops must not be negative, got %d", c.EventLoops))
+	notNegative := func(name string, v float64) {
+		if v < 0 {
+			errs = append(errs, fmt.Sprintf("%s must not be negative, got %v", name, v))
+		}
 	}
+	notNegative("max conns per ip", float64(c.MaxConnsPerIP))
+	notNegative("max users per ip", float64(c.MaxUsersPerIP))
+	notNegative("rate", c.Rate)
+	if c.Rate > 0 && c.Burst < 1 {
+		errs = append(errs, fmt.Sprintf("burst must be at least 1 when rate is set, got %d", c.Burst))
+	}
+	if c.Rate > 0 && c.FloodTimeout <= 0 {
+		errs = append(errs, fmt.Sprintf("flood timeout must be positive when rate is set, got %v", c.FloodTimeout))
+	}
+	notNegative("event loops", float64(c.EventLoops))
 	if c.LoginTimeout <= 0 {
 		errs = append(errs, fmt.Sprintf("login timeout must be positive, got %v", c.LoginTimeout))
 	}

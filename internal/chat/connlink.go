@@ -6,15 +6,22 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 )
 
 const (
 	// readBufferBytes is how much one read asks the kernel for: many
-	// pipelined requests are parsed per read.
-	readBufferBytes = 16 << 10
+	// pipelined requests are parsed per read. Before login, when a line is
+	// at most preLoginMaxLine, a connection reads into a buffer of
+	// preLoginReadBytes, so one that never logs in costs little.
+	readBufferBytes   = 16 << 10
+	preLoginReadBytes = 1 << 10
 	// writeChunkBytes is the most one write with one deadline carries.
 	writeChunkBytes = 64 << 10
+	// quietAfter is how long a connection goes without traffic before it
+	// gives back its big buffers; a busy one keeps them.
+	quietAfter = 100 * time.Millisecond
 )
 
 // connLink carries a session over any net.Conn (TLS, or where there is no
@@ -26,10 +33,12 @@ type connLink struct {
 	raw        net.Conn      // the socket under conn (under TLS, say), closed to end at once
 	wakeup     chan struct{} // holds a token while there may be bytes to write
 	writerDone chan struct{} // closed when the write loop has returned
+	shutOnce   sync.Once
+	stopped    chan struct{} // closed by the first shut: a read loop held back by flood control stops waiting
 }
 
 func newConnLink(s *session, conn net.Conn) *connLink {
-	l := &connLink{sess: s, conn: conn, raw: rawConn(conn), wakeup: make(chan struct{}, 1), writerDone: make(chan struct{})}
+	l := &connLink{sess: s, conn: conn, raw: rawConn(conn), wakeup: make(chan struct{}, 1), writerDone: make(chan struct{}), stopped: make(chan struct{})}
 	s.link = l
 	return l
 }
@@ -42,6 +51,7 @@ func (l *connLink) wake() {
 }
 
 func (l *connLink) shut(graceful bool) {
+	l.shutOnce.Do(func() { close(l.stopped) })
 	l.wake() // the write loop sees the closed outbox: it drains it, or fails
 	if graceful {
 		_ = l.conn.SetReadDeadline(time.Now()) // stop the read loop, if it still runs
@@ -71,24 +81,74 @@ func (l *connLink) serve() {
 	}
 	_ = l.conn.SetReadDeadline(time.Now().Add(l.sess.srv.cfg.LoginTimeout))
 	go l.writeLoop()
-	l.sess.readEnded(l.readLoop())
+	l.sess.readStopped(l.readLoop())
 	<-l.writerDone
 	l.conn.Close()
-	l.sess.finish()
+	l.sess.closed()
 }
 
 // readLoop reads and handles requests until the connection ends, and
-// returns why it ended.
+// returns why it ended. While the framer holds a big buffer, a read waits
+// at most quietAfter: then the buffer goes back, if no line is half read.
 func (l *connLink) readLoop() CloseReason {
-	buf := make([]byte, readBufferBytes)
+	buf := make([]byte, preLoginReadBytes)
+	quietDeadline := false // the read deadline is quietAfter's, not the login's
 	for {
 		n, err := l.conn.Read(buf)
-		if n > 0 && !l.sess.receive(buf[:n]) {
-			return l.sess.stop
+		if n > 0 {
+			wait, ok := l.sess.receive(buf[:n])
+			for ok && wait > 0 { // flood control: the client waits, unread
+				if !l.holdBack(wait) {
+					return ReasonReset // ended meanwhile; that reason stands
+				}
+				wait, ok = 0, true
+				if l.sess.holdingBack() {
+					wait, ok = l.sess.resume()
+				}
+			}
+			if !ok {
+				return l.sess.stop
+			}
+			if len(buf) < readBufferBytes && l.sess.claim.Name != "" {
+				buf = make([]byte, readBufferBytes)
+			}
+			if l.sess.claim.Name != "" && l.sess.framer.Holding() > keepIdleBytes {
+				quietDeadline = true
+				_ = l.conn.SetReadDeadline(time.Now().Add(quietAfter))
+			}
 		}
-		if err != nil {
-			return readErrorReason(err)
+		if err == nil {
+			continue
 		}
+		if quietDeadline && errors.Is(err, os.ErrDeadlineExceeded) && !l.isStopped() {
+			quietDeadline = false
+			l.sess.framer.Release()
+			_ = l.conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		return readErrorReason(err)
+	}
+}
+
+func (l *connLink) isStopped() bool {
+	select {
+	case <-l.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// holdBack waits d (flood control: the client waits, unread), or less if
+// the connection is shut meanwhile; then it returns false.
+func (l *connLink) holdBack(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.stopped:
+		return false
 	}
 }
 
@@ -103,7 +163,9 @@ func readErrorReason(err error) CloseReason {
 }
 
 // writeLoop writes whatever is queued, in as few writes as it can, until
-// the queue is closed and empty or a write fails.
+// the queue is closed and empty or a write fails. A busy connection keeps
+// its buffers from one batch to the next; quietAfter without output, it
+// gives back the big ones.
 func (l *connLink) writeLoop() {
 	defer close(l.writerDone)
 	defer func() {
@@ -113,7 +175,17 @@ func (l *connLink) writeLoop() {
 		}
 	}()
 	var batch []byte
-	for range l.wakeup {
+	quiet := time.NewTimer(quietAfter)
+	quiet.Stop()
+	defer quiet.Stop()
+	for {
+		select {
+		case <-l.wakeup:
+		case <-quiet.C:
+			batch = dropBig(batch)
+			l.sess.out.release()
+			continue
+		}
 		for {
 			var closed bool
 			batch, closed = l.sess.out.take(batch)
@@ -121,17 +193,15 @@ func (l *connLink) writeLoop() {
 				if closed {
 					return
 				}
-				// Drained: the last take released the written batch.
-				// Buffers are not kept: TLS is not the fast path, and an
-				// idle connection should stay small.
-				batch = dropBig(batch)
-				l.sess.out.release()
-				break
+				break // drained: the last take released the written batch
 			}
 			if err := l.write(batch); err != nil {
 				l.sess.end(writeErrorReason(err))
 				return
 			}
+		}
+		if cap(batch) > keepIdleBytes {
+			quiet.Reset(quietAfter)
 		}
 	}
 }

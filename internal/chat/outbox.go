@@ -39,7 +39,7 @@ type pushResult uint8
 const (
 	pushed    pushResult = iota
 	overflow             // the queue would exceed its limit; nothing was queued
-	closed               // the connection is ending, or takes no more deliveries; nothing was queued
+	ending               // the connection is ending, or takes no more deliveries; nothing was queued
 	unvouched            // the server's lease is not valid; nothing was queued
 )
 
@@ -67,7 +67,7 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 	defer o.mu.Unlock()
 	res := o.reserveLocked(n, lease)
 	if res == pushed && o.noDeliveries {
-		res = closed
+		res = ending
 	}
 	if res == pushed {
 		o.pending = protocol.AppendDelivery(o.pending, from, message)
@@ -78,7 +78,7 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
 	switch {
 	case o.closed:
-		return closed
+		return ending
 	case o.inflight+len(o.pending)+n > o.limit:
 		return overflow
 	case !lease.Valid():

@@ -21,6 +21,8 @@ const (
 	ReasonInternalError                     // a bug: a panic in its handler
 	ReasonFenced                            // cluster mode: this server was cut off from NATS too long
 	ReasonSendUnknown                       // cluster mode: a SEND's recipient's server was lost before it answered
+	ReasonIPLimit                           // MaxConnsPerIP connections of its network were already open
+	ReasonFlood                             // it kept sending far above the request rate for long
 	NumCloseReasons
 )
 
@@ -34,6 +36,8 @@ var reasonNames = [NumCloseReasons]string{
 	ReasonInternalError:  "internal_error",
 	ReasonFenced:         "fenced",
 	ReasonSendUnknown:    "send_unknown",
+	ReasonIPLimit:        "ip_limit",
+	ReasonFlood:          "flood",
 }
 
 // drains reports whether a connection ending for this reason still gets
@@ -71,6 +75,7 @@ const (
 	LoginInUse                      // IN-USE
 	LoginBusy                       // BUSY
 	LoginBadName                    // BAD-RQST-BODY: the name breaks the rules
+	LoginIPLimit                    // BUSY: MaxUsersPerIP users of its network are logged in
 	NumLoginResults
 )
 
@@ -79,6 +84,7 @@ var loginResultNames = [NumLoginResults]string{
 	LoginInUse:   "in_use",
 	LoginBusy:    "busy",
 	LoginBadName: "bad_name",
+	LoginIPLimit: "ip_limit",
 }
 
 // String returns the result's name as it appears in metrics.
@@ -105,6 +111,7 @@ type counters struct {
 	logins      [NumLoginResults]atomic.Uint64
 	replies     [protocol.NumReplyKinds]atomic.Uint64
 	delivered   atomic.Uint64 // SEND-OKs: messages queued for a recipient
+	delayed     atomic.Uint64 // reads held back by flood control
 	bytesIn     atomic.Uint64
 	bytesOut    atomic.Uint64
 }
@@ -141,6 +148,7 @@ type Stats struct {
 	Logins        [NumLoginResults]uint64        // login attempts, by result
 	Replies       [protocol.NumReplyKinds]uint64 // lines sent, by kind (DELIVERY included)
 	Delivered     uint64                         // messages queued for a recipient
+	Delayed       uint64                         // times flood control held back reading a connection
 	BytesReceived uint64                         // bytes read from clients
 	BytesSent     uint64                         // bytes written to clients
 }
@@ -150,6 +158,7 @@ func (c *counters) snapshot() Stats {
 		Connections:   c.connections.Load(),
 		Users:         c.users.Load(),
 		Delivered:     c.delivered.Load(),
+		Delayed:       c.delayed.Load(),
 		BytesReceived: c.bytesIn.Load(),
 		BytesSent:     c.bytesOut.Load(),
 	}

@@ -7,7 +7,7 @@ import "sync"
 // cluster mode it holds this server's users, whose names the cluster has
 // claimed, and the cluster enforces the limit.
 type registry struct {
-	max int // 0: no limit here (cluster mode)
+	max int // below 0: no limit here (cluster mode)
 
 	mu          sync.RWMutex
 	byName      map[string]*session // guarded by mu
@@ -19,21 +19,21 @@ func newRegistry(max int) *registry {
 }
 
 // add makes s visible as name, unless the name is taken or the limit is
-// reached. Before it does, queue must queue the login's reply (HELLO) on
-// s: a user's first line is its HELLO, never a DELIVERY from someone who
-// saw the user a moment early. If queue returns false, s is not added
-// and add returns errNotQueued.
-func (r *registry) add(s *session, name string, queue func() bool) error {
+// reached. Before it does, admit must admit the login and queue its reply
+// (HELLO) on s: a user's first line is its HELLO, never a DELIVERY from
+// someone who saw the user a moment early. If admit fails, s is not
+// added, and add returns admit's error.
+func (r *registry) add(s *session, name string, admit func() error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, taken := r.byName[name]; taken {
 		return ErrInUse
 	}
-	if r.max > 0 && len(r.byName) >= r.max {
+	if r.max >= 0 && len(r.byName) >= r.max {
 		return ErrFull
 	}
-	if !queue() {
-		return errNotQueued
+	if err := admit(); err != nil {
+		return err
 	}
 	s.prev, s.next = r.last, nil
 	if r.last != nil {

@@ -16,17 +16,20 @@ func (nopLink) shut(bool) {}
 func (nopLink) loggedIn() {}
 
 // routePair returns a server with alice and bob logged in, and a SEND from
-// alice to bob with a 64-byte message.
+// alice to bob with a 64-byte message. Flood control is off: these measure
+// routing alone, faster than any client may send.
 func routePair(tb testing.TB) (alice, bob *session, send []byte) {
 	tb.Helper()
-	srv, err := NewServer(DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.Rate = 0
+	srv, err := NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	login := func(name string) *session {
 		s := srv.newSession(netip.AddrPort{})
 		s.link = nopLink{}
-		if !s.receive([]byte("HELLO-FROM " + name + "\n")) {
+		if _, ok := s.receive([]byte("HELLO-FROM " + name + "\n")); !ok {
 			tb.Fatalf("login %s failed", name)
 		}
 		if got, _ := s.out.take(nil); string(got) != "HELLO "+name+"\n" {
@@ -40,7 +43,7 @@ func routePair(tb testing.TB) (alice, bob *session, send []byte) {
 
 // routeOnce hands alice one chunk and drains both queues like a link.
 func routeOnce(alice, bob *session, chunk []byte, spare [][]byte) bool {
-	ok := alice.receive(chunk)
+	_, ok := alice.receive(chunk)
 	spare[0], _ = bob.out.take(spare[0])
 	spare[1], _ = alice.out.take(spare[1])
 	return ok
@@ -48,7 +51,7 @@ func routeOnce(alice, bob *session, chunk []byte, spare [][]byte) bool {
 
 func TestRouteSend(t *testing.T) {
 	alice, bob, send := routePair(t)
-	if !alice.receive(send) {
+	if _, ok := alice.receive(send); !ok {
 		t.Fatal("receive failed")
 	}
 	delivered, _ := bob.out.take(nil)
@@ -67,7 +70,7 @@ func TestRouteSendAfterRecipientLeft(t *testing.T) {
 	alice, bob, send := routePair(t)
 	spare := make([][]byte, 2)
 	routeOnce(alice, bob, send, spare) // alice now remembers bob
-	bob.readEnded(ReasonClientClosed)
+	bob.readStopped(ReasonClientClosed)
 
 	alice.receive(send)
 	if got, _ := alice.out.take(nil); string(got) != "BAD-DEST-USER\n" {

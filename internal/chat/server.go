@@ -40,16 +40,16 @@ import (
 	"chatserver/internal/protocol"
 )
 
-// ErrServerClosed is returned by Serve after Shutdown.
+// ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("chat: server closed")
 
 const (
-	// rejectTimeout bounds how long a connection over MaxConns may take
-	// to be told BUSY.
-	rejectTimeout = time.Second
 	// shutdownDrain is how long Shutdown lets connections write what is
 	// queued before it closes them.
 	shutdownDrain = time.Second
+	// closeWait bounds how long Close waits for closed connections to be
+	// cleaned up.
+	closeWait = 5 * time.Second
 	// maxAcceptBackoff caps the pause after a failed accept (for example
 	// when the process is out of file descriptors).
 	maxAcceptBackoff = time.Second
@@ -60,7 +60,7 @@ const (
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 15 * time.Second, Count: 4}
 
 // Server is a chat server. Create it with NewServer, start it with Serve,
-// stop it with Shutdown.
+// stop it with Shutdown (gracefully) or Close (at once).
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
@@ -74,17 +74,20 @@ type Server struct {
 	lease    *Lease // cluster mode only; nil means always valid
 	counters counters
 	nextID   atomic.Uint64
-	wg       sync.WaitGroup // live connections
-	done     chan struct{}  // closed when Shutdown begins
+	wg       sync.WaitGroup // live connections, and event loops still serving after their Serve returned
+	done     chan struct{}  // closed when Shutdown or Close begins
 
-	// testHookLine, if set, is called with every line before it is
-	// handled; tests use it to inject faults.
-	testHookLine func(line []byte)
+	// Test hooks, set before Serve by export_test.go: testHookLine sees
+	// every line before it is handled; testHookWatch may fail an event
+	// loop's adding of a new connection to its epoll set.
+	testHookLine  func(line []byte)
+	testHookWatch func() error
 
 	mu        sync.Mutex
 	closing   bool                      // guarded by mu
 	listeners map[net.Listener]struct{} // guarded by mu
 	sessions  map[*session]struct{}     // guarded by mu
+	perIP     map[netip.Prefix]*ipCount // guarded by mu: connections and users per client network
 }
 
 // NewServer returns a server with the given limits, or an error saying
@@ -105,20 +108,22 @@ func NewServer(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
+		perIP:     make(map[netip.Prefix]*ipCount),
 	}
 	if srv.cluster != nil {
-		srv.users.max = 0 // the cluster's limit
+		srv.users.max = -1 // the cluster's limit
 		srv.lease = NewLease()
 		srv.cluster.Attach(members{srv}, srv.lease)
 	}
 	return srv, nil
 }
 
-// Serve accepts connections on ln until Shutdown, and then returns
-// ErrServerClosed. A plain TCP listener is served by event loops where
-// the platform has them. A failed accept is retried after a growing
-// pause; only a listener closed by someone else stops Serve with another
-// error. Like net/http's, Serve closes ln when it returns.
+// Serve accepts connections on ln until Shutdown or Close, and then
+// returns ErrServerClosed. A plain TCP listener is served by event loops
+// where the platform has them. A failed accept is retried after a growing
+// pause; a listener closed by someone else stops Serve with an accept
+// error, whichever engine serves it, and the connections it took go on
+// until Shutdown. Like net/http's, Serve closes ln when it returns.
 func (srv *Server) Serve(ln net.Listener) error {
 	defer ln.Close()
 	if !srv.track(ln) {
@@ -157,73 +162,104 @@ func nextBackoff(d time.Duration) time.Duration {
 func (srv *Server) serveConn(conn net.Conn) {
 	s := srv.newSession(remoteAddr(conn.RemoteAddr()))
 	l := newConnLink(s, conn)
-	switch srv.admit(s) {
-	case admitted:
+	switch reason, ok := srv.admit(s); {
+	case ok:
 		go l.serve()
-	case overLimit:
-		srv.wg.Add(1)
-		go srv.reject(conn, s)
-	case shuttingDown:
+	case reason == ReasonServerShutdown:
 		conn.Close()
+	default:
+		refuseConn(conn, s, reason)
 	}
-}
-
-func remoteAddr(a net.Addr) netip.AddrPort {
-	if tcp, ok := a.(*net.TCPAddr); ok {
-		return tcp.AddrPort()
-	}
-	return netip.AddrPort{}
 }
 
 // Shutdown stops the listeners and ends every connection: each first
 // writes what is queued for it, for at most shutdownDrain, then its socket
-// is closed. It waits for the connections until ctx is done, and returns
-// ctx's error if they did not finish in time.
+// is closed. It waits for the connections until ctx is done; if ctx ends
+// first, it closes every connection at once and returns ctx's error.
 func (srv *Server) Shutdown(ctx context.Context) error {
+	users, sessions := srv.beginClosing()
+	for _, s := range sessions {
+		s.end(ReasonServerShutdown)
+	}
+	done := srv.connectionsDone()
+	drained := time.NewTimer(shutdownDrain)
+	defer drained.Stop()
+	late := false // ctx ended first
+	select {
+	case <-done:
+		srv.log.Info("shutdown complete", "connections_closed", len(sessions), "users_logged_out", users)
+		return nil
+	case <-drained.C:
+	case <-ctx.Done():
+		late = true
+	}
+	for _, s := range sessions {
+		s.link.shut(false)
+	}
+	if !late {
+		select {
+		case <-done:
+			srv.log.Info("shutdown complete", "connections_closed", len(sessions), "users_logged_out", users)
+			return nil
+		case <-ctx.Done():
+		}
+	}
+	select { // closing at once is quick
+	case <-done:
+	case <-time.After(closeWait):
+	}
+	return fmt.Errorf("shutdown: %w", ctx.Err())
+}
+
+// Close stops the listeners and closes every connection at once, without
+// writing what is queued, and waits (briefly) for them to be cleaned up.
+func (srv *Server) Close() error {
+	_, sessions := srv.beginClosing()
+	for _, s := range sessions {
+		s.end(ReasonServerShutdown)
+		s.link.shut(false)
+	}
+	select {
+	case <-srv.connectionsDone():
+		return nil
+	case <-time.After(closeWait):
+		return errors.New("close: connections still open after " + closeWait.String())
+	}
+}
+
+// beginClosing marks the server closing, closes its listeners and returns
+// the users logged in and every session.
+func (srv *Server) beginClosing() (users int64, sessions []*session) {
 	srv.mu.Lock()
 	if !srv.closing {
 		srv.closing = true
 		close(srv.done)
 	}
-	users := srv.counters.users.Load()
+	users = srv.counters.users.Load()
 	listeners := make([]net.Listener, 0, len(srv.listeners))
 	for ln := range srv.listeners {
 		listeners = append(listeners, ln)
 	}
-	sessions := make([]*session, 0, len(srv.sessions))
+	sessions = make([]*session, 0, len(srv.sessions))
 	for s := range srv.sessions {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
-
 	for _, ln := range listeners {
 		ln.Close()
 	}
-	for _, s := range sessions {
-		s.end(ReasonServerShutdown)
-	}
+	return users, sessions
+}
+
+// connectionsDone returns a channel closed once every connection, and
+// every event loop, is gone.
+func (srv *Server) connectionsDone() <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		srv.wg.Wait()
 		close(done)
 	}()
-	drained := time.NewTimer(shutdownDrain)
-	defer drained.Stop()
-	select {
-	case <-done:
-	case <-drained.C:
-		for _, s := range sessions {
-			s.link.shut(false)
-		}
-	case <-ctx.Done():
-	}
-	select {
-	case <-done:
-		srv.log.Info("shutdown complete", "connections_closed", len(sessions), "users_logged_out", users)
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shutdown: %w", ctx.Err())
-	}
+	return done
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -231,9 +267,9 @@ func (srv *Server) Stats() Stats {
 	return srv.counters.snapshot()
 }
 
-// Closing reports whether Shutdown has begun, after which the server
-// accepts no more connections; a health check turns it into 503 so a load
-// balancer stops sending clients while the server drains.
+// Closing reports whether Shutdown or Close has begun, after which the
+// server accepts no more connections; a health check turns it into 503 so
+// a load balancer stops sending clients while the server drains.
 func (srv *Server) Closing() bool {
 	return srv.isClosing()
 }
@@ -262,80 +298,6 @@ func (srv *Server) isClosing() bool {
 
 func (srv *Server) newSession(remote netip.AddrPort) *session {
 	return newSession(srv, srv.nextID.Add(1), remote)
-}
-
-// admission is the server's answer to a new connection.
-type admission uint8
-
-const (
-	admitted     admission = iota
-	overLimit              // MaxConns connections are open: tell it BUSY
-	shuttingDown           // close it
-)
-
-// admit counts s as a live connection unless the server is shutting down
-// or full. An admitted session's link must call s.finish when it ends.
-func (srv *Server) admit(s *session) admission {
-	srv.mu.Lock()
-	switch {
-	case srv.closing:
-		srv.mu.Unlock()
-		return shuttingDown
-	case len(srv.sessions) >= srv.cfg.MaxConns:
-		srv.mu.Unlock()
-		return overLimit
-	}
-	srv.sessions[s] = struct{}{}
-	srv.wg.Add(1)
-	srv.mu.Unlock()
-
-	srv.counters.connections.Add(1)
-	s.log().Info("connection opened")
-	return admitted
-}
-
-// busyReply is what a connection over MaxConns is told.
-var busyReply = protocol.AppendReply(nil, protocol.ReplyBusy)
-
-// reject tells a connection over MaxConns BUSY and closes it. It closes
-// its write side first and waits briefly for the client's EOF, so the
-// client reads BUSY instead of a reset.
-func (srv *Server) reject(conn net.Conn, s *session) {
-	defer srv.wg.Done()
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(rejectTimeout))
-	n, err := conn.Write(busyReply)
-	if tcp, ok := rawConn(conn).(*net.TCPConn); ok && err == nil {
-		_ = tcp.CloseWrite()
-		var discard [512]byte
-		for err == nil {
-			_, err = tcp.Read(discard[:])
-		}
-	}
-	srv.rejected(s, n)
-}
-
-// rejected counts and logs a connection turned away over MaxConns, which
-// was sent n bytes of BUSY.
-func (srv *Server) rejected(s *session, n int) {
-	srv.counters.bytesOut.Add(uint64(n))
-	if n == len(busyReply) {
-		srv.counters.replies[protocol.ReplyBusy].Add(1)
-	}
-	srv.counters.closed[ReasonConnLimit].Add(1)
-	s.log().Info("connection refused", "reason", ReasonConnLimit, "max_conns", srv.cfg.MaxConns)
-}
-
-// forget is the last step of a session: it is no longer counted or
-// tracked, and its end is logged once with its reason.
-func (srv *Server) forget(s *session) {
-	srv.mu.Lock()
-	delete(srv.sessions, s)
-	srv.mu.Unlock()
-	srv.counters.connections.Add(-1)
-	srv.counters.closed[s.reason].Add(1)
-	s.log().Info("connection closed", "reason", s.reason)
-	srv.wg.Done()
 }
 
 // members is the server's users as its cluster reaches them.

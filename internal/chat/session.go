@@ -6,14 +6,22 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"chatserver/internal/protocol"
 )
 
-// flushRepliesBytes is how many reply bytes a session gathers before it
-// queues them, even in the middle of a chunk, so that a chunk of LIST
-// requests cannot build an unbounded batch.
-const flushRepliesBytes = 64 << 10
+const (
+	// flushRepliesBytes is how many reply bytes a session gathers before
+	// it queues them, even in the middle of a chunk, so that a chunk of
+	// LIST requests cannot build an unbounded batch.
+	flushRepliesBytes = 64 << 10
+	// preLoginMaxLine caps a line before login: the only request allowed
+	// then, HELLO-FROM with a name, takes at most 76 bytes, and a
+	// connection that has not logged in should cost the server little.
+	preLoginMaxLine = 512
+)
 
 // session is the protocol state of one client connection, whichever
 // transport carries it.
@@ -35,11 +43,15 @@ type session struct {
 	lastToName string                            // the name lastTo was looked up by
 	tally      tally                             // counts not yet added to srv.counters
 	stop       CloseReason                       // why handle returned false
+	bucket     bucket                            // flood control
+	throttled  bool                              // handle stopped for flood control, not to end the session
+	pending    []byte                            // read, not yet handled: flood control holds it back
 
 	prev, next *session // guarded by registry.mu: the login order
 
 	endOnce sync.Once
-	reason  CloseReason // set once by end; read by finish
+	ended   atomic.Bool // set by end: the rest of a chunk being read is not handled
+	reason  CloseReason // set once by end; read by closed
 }
 
 // link is what carries a session's bytes: a goroutine pair for any
@@ -62,7 +74,7 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 		id:     id,
 		remote: remote,
 		out:    newOutbox(srv.cfg.MaxPendingBytes),
-		framer: protocol.NewFramer(srv.cfg.MaxLineBytes),
+		framer: protocol.NewFramer(min(preLoginMaxLine, srv.cfg.MaxLineBytes)),
 	}
 	s.handleLine = s.handle
 	if srv.cluster != nil {
@@ -79,21 +91,60 @@ func (s *session) log() *slog.Logger {
 
 // receive handles the next bytes read from the client and queues the
 // replies. It returns false when the session must end, with the reason in
-// s.stop. A panic while handling ends only this session.
-func (s *session) receive(data []byte) (ok bool) {
+// s.stop; otherwise how long the link must wait before the session goes
+// on (flood control), and then the link calls resume before it reads
+// again. A panic while handling ends only this session.
+func (s *session) receive(data []byte) (wait time.Duration, ok bool) {
+	s.tally.bytesIn += uint64(len(data))
+	return s.handleInput(data)
+}
+
+// resume goes on with what flood control held back, as receive does.
+func (s *session) resume() (wait time.Duration, ok bool) {
+	return s.handleInput(s.pending)
+}
+
+// holdingBack reports whether flood control holds back part of what was
+// read: the link must call resume, not read.
+func (s *session) holdingBack() bool {
+	return len(s.pending) > 0
+}
+
+func (s *session) handleInput(data []byte) (wait time.Duration, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log().Error("panic in connection handler", "panic", p, "stack", string(debug.Stack()))
 			s.stop, ok = ReasonInternalError, false
 		}
 	}()
-	s.tally.bytesIn += uint64(len(data))
-	return s.framer.Feed(data, s.handleLine) && s.flushReplies()
+	var now time.Time
+	if s.srv.cfg.Rate > 0 {
+		now = time.Now()
+		s.bucket.refill(&s.srv.cfg, now)
+	}
+	s.throttled = false
+	n, fed := s.framer.Feed(data, s.handleLine)
+	s.pending = append(s.pending[:0], data[n:]...) // data may be s.pending: copy moves
+	if !fed && !s.throttled || !s.flushReplies() {
+		return 0, false
+	}
+	if !s.throttled {
+		s.pending = dropBig(s.pending)
+		return 0, true
+	}
+	wait, flood := s.bucket.hold(&s.srv.cfg, now)
+	if flood {
+		s.log().Warn("flood: far above the request rate for long", "rate", s.srv.cfg.Rate, "held_back_for", s.srv.cfg.FloodTimeout)
+		s.stop = ReasonFlood
+		return 0, false
+	}
+	s.srv.counters.delayed.Add(1)
+	return wait, true
 }
 
-// readEnded is called once the reading side is done, with why. The name is
-// freed at once; what is queued may still be written (see link.shut).
-func (s *session) readEnded(reason CloseReason) {
+// readStopped is called once the reading side is done, with why. The name
+// is freed at once; what is queued may still be written (see link.shut).
+func (s *session) readStopped(reason CloseReason) {
 	s.srv.counters.add(&s.tally)
 	if s.claim.Name != "" {
 		s.logout()
@@ -113,19 +164,19 @@ func (s *session) readEnded(reason CloseReason) {
 func (s *session) end(reason CloseReason) {
 	s.endOnce.Do(func() {
 		s.reason = reason
+		s.ended.Store(true)
 		s.out.close()
 	})
 	s.link.shut(reason.drains())
 }
 
-// finish is the link's last call, once both its sides are done.
-func (s *session) finish() {
-	s.srv.forget(s)
-}
-
 // handle answers one line, or one line that was too long (err). It returns
 // false when the connection must end, with the reason in s.stop.
 func (s *session) handle(line []byte, err error) bool {
+	if s.ended.Load() {
+		s.stop = ReasonReset // ended elsewhere; that reason stands
+		return false
+	}
 	if hook := s.srv.testHookLine; hook != nil {
 		hook(line)
 	}
@@ -141,6 +192,10 @@ func (s *session) handle(line []byte, err error) bool {
 		}
 		s.stop = CloseReason(err)
 		return false // the rest of the chunk is not handled
+	}
+	if s.srv.cfg.Rate > 0 && s.bucket.spend() {
+		s.throttled = true
+		return false // the rest waits: see bucket
 	}
 	if len(s.replies) >= flushRepliesBytes {
 		return s.flushReplies()
@@ -201,21 +256,28 @@ func (s *session) login(name []byte) error {
 		}
 	}
 	var queued pushResult
-	err := s.srv.users.add(s, claim.Name, func() bool {
+	err := s.srv.users.add(s, claim.Name, func() error {
 		if !s.srv.lease.Holds(claim.Epoch) {
 			// The claim was made under a lease that ended meanwhile;
 			// EvictAll may have run without this session.
-			queued = unvouched
-			return false
+			return ErrFull
 		}
+		if !s.srv.reserveUser(s) {
+			return errIPFull
+		}
+		s.srv.counters.users.Add(1) // counted before anyone can see the HELLO
+		s.srv.counters.logins[LoginOK].Add(1)
 		s.replies = protocol.AppendHello(s.replies, claim.Name)
 		queued = s.out.push(s.replies, nil)
 		s.replies = s.replies[:0]
 		if queued != pushed {
-			return false
+			s.srv.counters.users.Add(-1)
+			s.srv.counters.logins[LoginOK].Add(^uint64(0))
+			s.srv.releaseUser(s)
+			return errNotQueued
 		}
 		s.claim = claim // before others can look the session up
-		return true
+		return nil
 	})
 	if err != nil {
 		if c := s.srv.cluster; c != nil && claim.Seq != 0 {
@@ -224,8 +286,6 @@ func (s *session) login(name []byte) error {
 		switch {
 		case err != errNotQueued:
 			s.loginFailed(err)
-		case queued == unvouched:
-			s.loginFailed(ErrFull)
 		case queued == overflow:
 			s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
 			return endSession(ReasonSlowConsumer)
@@ -235,16 +295,20 @@ func (s *session) login(name []byte) error {
 		return nil
 	}
 	s.link.wake()
+	s.framer.SetMaxLine(s.srv.cfg.MaxLineBytes)
 	s.tally.replies[protocol.ReplyHello]++
-	s.srv.counters.logins[LoginOK].Add(1)
-	s.srv.counters.users.Add(1)
 	s.link.loggedIn() // no idle timeout once logged in
 	s.log().Info("login", "user", claim.Name)
 	return nil
 }
 
-// errNotQueued is registry.add's answer when the HELLO could not be queued.
-var errNotQueued = errors.New("chat: login reply not queued")
+var (
+	// errNotQueued is a login's outcome when its HELLO could not be queued.
+	errNotQueued = errors.New("chat: login reply not queued")
+	// errIPFull is a login's outcome when MaxUsersPerIP users of its
+	// network are logged in: BUSY, as for the server's own limit.
+	errIPFull = errors.New("chat: no room for another user of this network")
+)
 
 func (s *session) loginFailed(err error) {
 	result, reply := loginOutcome(err)
@@ -261,6 +325,7 @@ func (s *session) logout() {
 	if c := s.srv.cluster; c != nil {
 		c.Release(s.claim)
 	}
+	s.srv.releaseUser(s)
 	s.srv.counters.users.Add(-1)
 	s.log().Info("logout", "user", s.claim.Name)
 }
@@ -284,8 +349,11 @@ func (s *session) list() {
 
 // loginOutcome is the one place a failed login becomes a wire reply.
 func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
-	if errors.Is(err, ErrInUse) {
+	switch {
+	case errors.Is(err, ErrInUse):
 		return LoginInUse, protocol.ReplyInUse
+	case errors.Is(err, errIPFull):
+		return LoginIPLimit, protocol.ReplyBusy
 	}
 	return LoginBusy, protocol.ReplyBusy
 }
@@ -297,7 +365,7 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 func (s *session) send(toName, message []byte) error {
 	to, remembered := s.recipient(toName)
 	res := s.deliver(to, message)
-	if res == closed && remembered {
+	if res == ending && remembered {
 		// The remembered session ended; the name may be someone else's now.
 		s.lastTo = nil
 		to, _ = s.recipient(toName)
@@ -343,7 +411,7 @@ func (s *session) recipient(name []byte) (*session, bool) {
 func (s *session) deliver(to *session, message []byte) pushResult {
 	switch to {
 	case nil:
-		return closed
+		return ending
 	case s:
 		// Our own replies are queued in order, so the DELIVERY goes with them.
 		s.replies = protocol.AppendDelivery(s.replies, s.claim.Name, message)
@@ -387,7 +455,7 @@ func (s *session) flushReplies() bool {
 		s.log().Warn("cut off from the cluster: closing the connection")
 		s.stop = ReasonFenced
 		return false
-	case closed:
+	case ending:
 		// Ended elsewhere; end already holds the real reason and will
 		// ignore this one.
 		s.stop = ReasonReset

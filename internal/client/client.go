@@ -1,5 +1,5 @@
-// Package client is a small client library for the chat protocol, shared
-// by the terminal client, the load generator and tests.
+// Package client is a small client library for the chat protocol: the
+// terminal client (cmd/chat-client) is built on it.
 //
 // A Conn is one connection to a server. Its methods may be called from
 // many goroutines at once: requests are pipelined, and each call gets the

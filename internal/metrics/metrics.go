@@ -27,6 +27,7 @@ type collector struct {
 	users       *prometheus.Desc
 	logins      *prometheus.Desc
 	delivered   *prometheus.Desc
+	delayed     *prometheus.Desc
 	bytesIn     *prometheus.Desc
 	bytesOut    *prometheus.Desc
 	replies     *prometheus.Desc
@@ -44,6 +45,7 @@ func NewCollector(srv *chat.Server) prometheus.Collector {
 		users:       desc("users_logged_in", "Users logged in now."),
 		logins:      desc("logins_total", "Login attempts (HELLO-FROM before login with a header the server accepts), by result.", "result"),
 		delivered:   desc("messages_delivered_total", "Messages queued for their recipient (each SEND answered SEND-OK)."),
+		delayed:     desc("flood_delays_total", "Times flood control held back reading a connection that sent faster than --rate."),
 		bytesIn:     desc("bytes_received_total", "Bytes read from clients (for TLS, after decryption)."),
 		bytesOut:    desc("bytes_sent_total", "Bytes written to clients (for TLS, before encryption)."),
 		replies:     desc("replies_total", "Lines sent to clients, by reply; DELIVERY counts pushed messages.", "reply"),
@@ -52,7 +54,7 @@ func NewCollector(srv *chat.Server) prometheus.Collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connections, c.users, c.logins, c.delivered, c.bytesIn, c.bytesOut, c.replies, c.closed} {
+	for _, d := range []*prometheus.Desc{c.connections, c.users, c.logins, c.delivered, c.delayed, c.bytesIn, c.bytesOut, c.replies, c.closed} {
 		ch <- d
 	}
 }
@@ -65,6 +67,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	metric(c.connections, prometheus.GaugeValue, float64(st.Connections))
 	metric(c.users, prometheus.GaugeValue, float64(st.Users))
 	metric(c.delivered, prometheus.CounterValue, float64(st.Delivered))
+	metric(c.delayed, prometheus.CounterValue, float64(st.Delayed))
 	metric(c.bytesIn, prometheus.CounterValue, float64(st.BytesReceived))
 	metric(c.bytesOut, prometheus.CounterValue, float64(st.BytesSent))
 	for r := range chat.NumLoginResults {

@@ -1,10 +1,8 @@
 package metrics_test
 
 import (
-	"bufio"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,87 +38,20 @@ func startServer(t *testing.T, edit func(*chat.Config)) (srv *chattest.Server, a
 	return srv, srv.Addr, web.URL
 }
 
-// client is a raw protocol connection that counts the bytes it moves, so
-// a test knows exactly what the server must have counted.
-type client struct {
-	t       *testing.T
-	conn    *net.TCPConn
-	r       *bufio.Reader
-	read    int // bytes read from the socket
-	written int // bytes written to the socket
+// do sends one request line on c and returns the next line the server
+// sends.
+func do(c *chattest.Wire, request string) string {
+	c.T.Helper()
+	c.Send(request + "\n")
+	return c.Line()
 }
 
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := &client{t: t, conn: conn.(*net.TCPConn)}
-	c.r = bufio.NewReader(readerFunc(func(p []byte) (int, error) {
-		n, err := c.conn.Read(p)
-		c.read += n
-		return n, err
-	}))
-	return c
-}
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
-
-// do sends one request line and returns the next line the server sends.
-func (c *client) do(request string) string {
-	c.t.Helper()
-	c.send(request)
-	return c.line()
-}
-
-func (c *client) send(request string) {
-	c.t.Helper()
-	n, err := c.conn.Write([]byte(request + "\n"))
-	c.written += n
-	if err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-func (c *client) line() string {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	s, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v (got %q)", err, s)
-	}
-	return strings.TrimSuffix(s, "\n")
-}
-
-func (c *client) expect(request string, want string) {
-	c.t.Helper()
-	if got := c.do(request); got != want {
-		c.t.Fatalf("%q: reply %q, want %q", request, got, want)
-	}
-}
-
-// drain reads whatever the server still sends until it closes the
-// connection.
-func (c *client) drain() {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	if _, err := io.Copy(io.Discard, c.r); err != nil {
-		c.t.Fatalf("drain: %v", err)
-	}
-}
-
-// quit closes the client's side and reads the rest: the server answers
-// a half-closed client in full, then ends it as client_closed.
-func (c *client) quit() {
-	c.t.Helper()
-	if err := c.conn.CloseWrite(); err != nil {
-		c.t.Fatalf("close write: %v", err)
-	}
-	c.drain()
+// quit closes c's side and reads the rest: the server answers a
+// half-closed client in full, then ends it as client_closed.
+func quit(c *chattest.Wire) {
+	c.T.Helper()
+	c.CloseWrite()
+	c.Drain()
 }
 
 // scrape fetches /metrics and parses it.
@@ -174,33 +105,33 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		c.MaxPendingBytes = maxLine + 128 // one big delivery fits, two do not
 	})
 
-	alice, bob, carol := dial(t, addr), dial(t, addr), dial(t, addr)
-	alice.expect("HELLO-FROM alice", "HELLO alice")
-	bob.expect("HELLO-FROM bob", "HELLO bob")
-	carol.expect("HELLO-FROM alice", "IN-USE")
-	carol.expect("HELLO-FROM carol", "BUSY")
-	carol.expect("HELLO-FROM a,b", "BAD-RQST-BODY")
-	carol.expect("WHO", "BAD-RQST-HDR")
+	alice, bob, carol := chattest.Dial(t, addr), chattest.Dial(t, addr), chattest.Dial(t, addr)
+	alice.Request("HELLO-FROM alice", "HELLO alice")
+	bob.Request("HELLO-FROM bob", "HELLO bob")
+	carol.Request("HELLO-FROM alice", "IN-USE")
+	carol.Request("HELLO-FROM carol", "BUSY")
+	carol.Request("HELLO-FROM a,b", "BAD-RQST-BODY")
+	carol.Request("WHO", "BAD-RQST-HDR")
 
-	alice.expect("SEND bob hi", "SEND-OK")
-	if got := bob.do("SEND alice yo"); got != "DELIVERY alice hi" {
+	alice.Request("SEND bob hi", "SEND-OK")
+	if got := do(bob, "SEND alice yo"); got != "DELIVERY alice hi" {
 		t.Fatalf("bob got %q, want the DELIVERY", got)
 	}
-	if got := bob.line(); got != "SEND-OK" {
+	if got := bob.Line(); got != "SEND-OK" {
 		t.Fatalf("bob got %q, want SEND-OK", got)
 	}
-	if got := alice.line(); got != "DELIVERY bob yo" {
+	if got := alice.Line(); got != "DELIVERY bob yo" {
 		t.Fatalf("alice got %q, want the DELIVERY", got)
 	}
-	alice.expect("SEND nobody x", "BAD-DEST-USER")
-	alice.expect("LIST", "LIST-OK alice,bob")
+	alice.Request("SEND nobody x", "BAD-DEST-USER")
+	alice.Request("LIST", "LIST-OK alice,bob")
 
 	// Bob stops reading; alice floods him until his queue overflows and
 	// he is disconnected, which she sees as BAD-DEST-USER.
 	big := "SEND bob " + strings.Repeat("m", maxLine-len("SEND bob "))
 	flooded := 0
 	for {
-		reply := alice.do(big)
+		reply := do(alice, big)
 		if reply == "BAD-DEST-USER" {
 			break
 		}
@@ -212,19 +143,19 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 			t.Fatal("bob was never disconnected as a slow consumer")
 		}
 	}
-	bob.drain() // what the server wrote before closing him still arrives
+	bob.Drain() // what the server wrote before closing him still arrives
 
-	alice.quit()
-	carol.quit()
+	quit(alice)
+	quit(carol)
 	// The server counts a connection's last bytes before it stops counting
 	// the connection, so once none is open every total is final.
 	chattest.Eventually(t, "every connection to close", func() bool { return srv.Stats().Connections == 0 })
 
-	clients := []*client{alice, bob, carol}
+	clients := []*chattest.Wire{alice, bob, carol}
 	var read, written int
 	for _, c := range clients {
-		read += c.read
-		written += c.written
+		read += c.Read
+		written += c.Written
 	}
 	sends := float64(2 + flooded)
 	want := map[string]float64{
@@ -255,6 +186,10 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections_closed_total{reason=internal_error}":  0,
 		"chat_connections_closed_total{reason=fenced}":          0,
 		"chat_connections_closed_total{reason=send_unknown}":    0,
+		"chat_connections_closed_total{reason=ip_limit}":        0,
+		"chat_connections_closed_total{reason=flood}":           0,
+		"chat_logins_total{result=ip_limit}":                    0,
+		"chat_flood_delays_total":                               0,
 	}
 	families := scrape(t, url)
 	got := samples(families)
@@ -292,9 +227,9 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 
 func TestGaugesFollowLiveConnections(t *testing.T) {
 	_, addr, url := startServer(t, nil)
-	a := dial(t, addr)
-	a.expect("HELLO-FROM alice", "HELLO alice")
-	dial(t, addr).expect("LIST", "BAD-RQST-HDR") // open, not logged in
+	a := chattest.Dial(t, addr)
+	a.Request("HELLO-FROM alice", "HELLO alice")
+	chattest.Dial(t, addr).Request("LIST", "BAD-RQST-HDR") // open, not logged in
 	got := samples(scrape(t, url))
 	if got["chat_connections"] != 2 || got["chat_users_logged_in"] != 1 {
 		t.Errorf("connections = %v, users = %v; want 2 and 1", got["chat_connections"], got["chat_users_logged_in"])
@@ -320,7 +255,7 @@ func TestHealthz(t *testing.T) {
 	// The handler outlives the chat server's shutdown, as in the binary,
 	// where it is stopped last: a load balancer sees 503 while clients
 	// drain.
-	dial(t, addr).expect("HELLO-FROM alice", "HELLO alice")
+	chattest.Dial(t, addr).Request("HELLO-FROM alice", "HELLO alice")
 	srv.Stop()
 	if code, body := health(); code != http.StatusServiceUnavailable || body != "shutting down" {
 		t.Errorf("after Shutdown: /healthz = %d %q, want 503 shutting down", code, body)

@@ -128,7 +128,7 @@ func (c *Cluster) flush(now time.Time) {
 func (c *Cluster) publish(p *peer, f *frame) {
 	msg := &nats.Msg{Subject: p.subject, Data: f.b}
 	if f.last >= f.first {
-		p.sending(f)
+		p.sending(f, time.Now())
 		msg.Reply = c.nobodyPrefix + p.self.id + "." + p.id + "." + strconv.FormatUint(f.first, 10)
 	}
 	_ = c.nc.PublishMsg(msg)

@@ -148,7 +148,7 @@ func (c *Cluster) fence(n *node, why string) {
 	n.peers.Store(&map[string]*peer{})
 	c.relMu.Unlock()
 	for _, p := range peers {
-		release(p.close())
+		release(p.close(time.Now()))
 	}
 	c.dir.clear()
 }

@@ -388,7 +388,7 @@ func (c *Cluster) Close() error {
 		n.gone.Store(true)
 		n.unsubscribe()
 		for _, p := range n.peerList() {
-			release(p.close())
+			release(p.close(time.Now()))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 		defer cancel()

@@ -52,8 +52,21 @@ type frame struct {
 	first, last uint64    // its records' numbers; last < first if it has none
 	sent        time.Time // guarded by peer.mu, like the rest
 	resent      bool
-	copies      int // sent so many times
-	toNobody    int // copies NATS answered "no responders" for: they reached no one
+	copies      []time.Time // when each copy was sent
+	toNobody    int         // copies NATS answered "no responders" for (the oldest ones: answers come in order)
+}
+
+// undelivered reports whether no copy of f can have been delivered, at
+// the moment its receiver's lease was seen gone (now): every copy reached
+// no one, or was sent so late that the receiver, which stopped acting
+// for its users fenceAfter after its last refresh, had stopped already.
+func (f *frame) undelivered(now time.Time) bool {
+	for _, at := range f.copies[f.toNobody:] {
+		if now.Sub(at) >= leaseTTL-fenceAfter {
+			return false
+		}
+	}
+	return true
 }
 
 // batch is a run of encoded records, at most maxFrameBytes unless it is one
@@ -249,11 +262,12 @@ func (p *peer) overdue(now time.Time) []*frame {
 	return out
 }
 
-// close ends the channel: nothing more is appended or sent, and every
-// waiter is released. A SEND never sent, or whose every copy reached no
-// one, was not delivered; one sent and not acknowledged may have been, or
-// not: its outcome is unknown.
-func (p *peer) close() []waiter {
+// close ends the channel, at the moment their lease was seen gone or our
+// node fenced (now): nothing more is appended or sent, and every waiter is
+// released. A SEND never sent, or that no copy can have delivered, was
+// not delivered; one that may have been, and was not acknowledged, has an
+// unknown outcome.
+func (p *peer) close(now time.Time) []waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -262,7 +276,7 @@ func (p *peer) close() []waiter {
 	p.closed = true
 	all := p.waiting
 	for i := range all {
-		if f := p.frameOf(all[i].seq); f != nil && f.toNobody < f.copies {
+		if f := p.frameOf(all[i].seq); f != nil && !f.undelivered(now) {
 			all[i].outcome = chat.Unknown
 		} else {
 			all[i].outcome = chat.NotDelivered
@@ -289,12 +303,11 @@ func (p *peer) frameOf(seq uint64) *frame {
 	return p.frames[i]
 }
 
-// sending counts a copy of f about to be sent.
-func (p *peer) sending(f *frame) int {
+// sending notes a copy of f about to be sent.
+func (p *peer) sending(f *frame, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f.copies++
-	return f.copies
+	f.copies = append(f.copies, now)
 }
 
 // reachedNobody records that NATS answered a copy of the frame starting
@@ -302,7 +315,7 @@ func (p *peer) sending(f *frame) int {
 func (p *peer) reachedNobody(first uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.frameOf(first); f != nil && f.first == first {
+	if f := p.frameOf(first); f != nil && f.first == first && f.toNobody < len(f.copies) {
 		f.toNobody++
 	}
 }

@@ -114,7 +114,7 @@ func (c *Cluster) markDead(node string) {
 	c.log.Info("a server left the cluster", "node", node)
 	if n := c.node.Load(); n != nil {
 		if p := (*n.peers.Load())[node]; p != nil {
-			release(p.close())
+			release(p.close(time.Now()))
 		}
 	}
 	c.dir.dropNode(node)

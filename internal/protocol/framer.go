@@ -2,10 +2,11 @@ package protocol
 
 import "bytes"
 
-// keepPartialBytes is the largest buffer a Framer keeps for the next
-// partial line once a long line is done; a bigger one is given back to the
-// garbage collector so an idle connection holds little memory.
-const keepPartialBytes = 4 << 10
+// keepIdleBytes is the largest buffer Release keeps: a bigger one is
+// given back to the garbage collector so an idle connection holds little
+// memory. A busy connection keeps its buffer from one long line to the
+// next: growing it again for every line would cost more than the lines.
+const keepIdleBytes = 4 << 10
 
 // Framer cuts a byte stream into lines and enforces the line-length cap.
 //
@@ -26,19 +27,40 @@ func NewFramer(maxLine int) *Framer {
 	return &Framer{maxLine: maxLine}
 }
 
+// SetMaxLine changes the cap for the lines after the one being handled.
+func (f *Framer) SetMaxLine(maxLine int) {
+	f.maxLine = maxLine
+}
+
+// Holding reports how many bytes of buffer the Framer holds.
+func (f *Framer) Holding() int {
+	return cap(f.partial)
+}
+
+// Release gives back a big buffer the Framer holds between lines: the
+// connection went quiet.
+func (f *Framer) Release() {
+	if len(f.partial) == 0 && cap(f.partial) > keepIdleBytes {
+		f.partial = nil
+	}
+}
+
 // Feed hands the Framer the next bytes of the stream. For each complete
 // line, in order, it calls handle with the line (its "\n" and one "\r"
 // before it removed, valid only during the call) and a nil error; for each
 // line over the cap it calls handle once with a nil line and the error to
 // answer it with (ErrBadBody when the line's header is a known command,
 // else ErrBadHeader). If handle returns false, Feed stops at once and
-// returns false.
-func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) bool {
+// returns false, and how many bytes of data it took up to and including
+// that line's "\n": the rest is the caller's, to feed again later or not
+// at all. Otherwise it returns len(data) and true.
+func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) (int, bool) {
+	total := len(data)
 	for len(data) > 0 {
 		end := bytes.IndexByte(data, '\n')
 		if f.skipping {
 			if end < 0 {
-				return true
+				return total, true
 			}
 			f.skipping = false
 			data = data[end+1:]
@@ -49,18 +71,18 @@ func (f *Framer) Feed(data []byte, handle func(line []byte, err error) bool) boo
 				err := overlongError(f.partial, data)
 				f.resetPartial()
 				f.skipping = true
-				return handle(nil, err)
+				return total, handle(nil, err)
 			}
 			f.partial = append(f.partial, data...)
-			return true
+			return total, true
 		}
 		seg := data[:end]
 		data = data[end+1:]
 		if !f.handleLine(seg, handle) {
-			return false
+			return total - len(data), false
 		}
 	}
-	return true
+	return total, true
 }
 
 // knownOverlong reports whether the line that starts with the buffered
@@ -100,12 +122,9 @@ func (f *Framer) handleLine(seg []byte, handle func([]byte, error) bool) bool {
 	return ok
 }
 
-// resetPartial drops the buffered partial line, keeping a small buffer.
+// resetPartial drops the buffered partial line, keeping its buffer for
+// the next one (see Release).
 func (f *Framer) resetPartial() {
-	if cap(f.partial) > keepPartialBytes {
-		f.partial = nil
-		return
-	}
 	f.partial = f.partial[:0]
 }
 

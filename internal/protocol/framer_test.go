@@ -23,10 +23,12 @@ func (e event) String() string { return fmt.Sprintf("{%d %q %v}", e.chunk, e.lin
 func feedAll(f *protocol.Framer, chunks [][]byte) []event {
 	var events []event
 	for i, c := range chunks {
-		f.Feed(c, func(line []byte, err error) bool {
+		if n, _ := f.Feed(c, func(line []byte, err error) bool {
 			events = append(events, event{chunk: i, line: string(line), err: err})
 			return true
-		})
+		}); n != len(c) {
+			panic(fmt.Sprintf("Feed took %d of %d bytes without being stopped", n, len(c)))
+		}
 	}
 	return events
 }
@@ -217,7 +219,7 @@ func TestFramerHandleStops(t *testing.T) {
 			var got []event
 			for i, c := range tc.chunks {
 				stopped := false
-				ok := f.Feed(c, func(line []byte, err error) bool {
+				n, ok := f.Feed(c, func(line []byte, err error) bool {
 					got = append(got, event{i, string(line), err})
 					stopped = string(line) == tc.stopAt && (err == nil) == (tc.stopAt != "")
 					return !stopped
@@ -225,11 +227,42 @@ func TestFramerHandleStops(t *testing.T) {
 				if ok == stopped {
 					t.Errorf("chunk %d: Feed returned %t, handler stopped: %t", i, ok, stopped)
 				}
+				if !stopped && n != len(c) {
+					t.Errorf("chunk %d: Feed took %d of %d bytes", i, n, len(c))
+				}
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("events:\n got %v\nwant %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFramerResumesWhereItStopped: Feed says how much it took when the
+// handler stopped it, and feeding the rest later goes on from there, also
+// when the stop came on a line that began in an earlier chunk and the
+// rest holds the start of another.
+func TestFramerResumesWhereItStopped(t *testing.T) {
+	f := protocol.NewFramer(64)
+	var got []string
+	handle := func(line []byte, err error) bool {
+		got = append(got, string(line))
+		return string(line) != "stop"
+	}
+	if n, ok := f.Feed([]byte("a\nst"), handle); !ok || n != 4 {
+		t.Fatalf("Feed = %d, %t; want 4, true", n, ok)
+	}
+	chunk := []byte("op\nb\nc")
+	n, ok := f.Feed(chunk, handle)
+	if ok || n != 3 {
+		t.Fatalf("Feed = %d, %t; want 3 (through the stopping line), false", n, ok)
+	}
+	if n, ok := f.Feed(chunk[n:], handle); !ok || n != len(chunk)-3 {
+		t.Fatalf("Feed of the rest = %d, %t", n, ok)
+	}
+	f.Feed([]byte("\n"), handle)
+	if want := []string{"a", "stop", "b", "c"}; !slices.Equal(got, want) {
+		t.Errorf("lines = %q, want %q", got, want)
 	}
 }
 

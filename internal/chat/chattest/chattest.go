@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -35,11 +37,20 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// Start starts a server with chat.DefaultConfig changed by edit (which
-// may be nil). It is stopped when the test ends, if not before.
+// Start starts a server with chat.DefaultConfig, on the engine
+// CHAT_TEST_ENGINE names (see Engines; default: the server's own
+// default), changed by edit (which may be nil). It is stopped when the
+// test ends, if not before.
 func Start(t testing.TB, edit func(*chat.Config)) *Server {
 	t.Helper()
 	cfg := chat.DefaultConfig()
+	if name := os.Getenv("CHAT_TEST_ENGINE"); name != "" {
+		i := slices.IndexFunc(Engines, func(e Engine) bool { return e.Name == name })
+		if i < 0 {
+			t.Fatalf("CHAT_TEST_ENGINE=%s: want one of eventloops, goroutines", name)
+		}
+		Engines[i].Set(&cfg)
+	}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -85,6 +96,38 @@ func (s *Server) Stop() {
 			s.t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
+}
+
+// Engine is one way a server carries plain TCP connections.
+type Engine struct {
+	Name string
+	Set  func(*chat.Config)
+}
+
+// Engines are the server's two engines: event loops (three of them, more
+// than the default on a small machine, so that connections on different
+// loops hand each other messages) and a goroutine pair per connection
+// (NoEventLoop, also what TLS and cluster mode use).
+var Engines = []Engine{
+	{"eventloops", func(c *chat.Config) { c.NoEventLoop, c.EventLoops = false, 3 }},
+	{"goroutines", func(c *chat.Config) { c.NoEventLoop = true }},
+}
+
+// EachEngine runs test as a subtest for each engine, in parallel if
+// parallel is set; test's server must be configured with e.Set.
+func EachEngine(t *testing.T, parallel bool, test func(t *testing.T, e Engine)) {
+	t.Helper()
+	if parallel {
+		t.Parallel()
+	}
+	for _, e := range Engines {
+		t.Run(e.Name, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
+			test(t, e)
+		})
+	}
 }
 
 // WaitTimeout bounds Eventually: it only turns a hang into a failure.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"chatserver/internal/chat"
+	"chatserver/internal/chat/chattest"
 )
 
 // Node is one server's Cluster, not yet attached, and its link to the
@@ -161,7 +162,7 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		ms[0].Link.Cut()
 		time.Sleep(time.Second) // the cut
 		ms[0].Link.Heal()
-		eventually(t, "a forward across the healed link", func() bool {
+		chattest.Eventually(t, "a forward across the healed link", func() bool {
 			return ms[0].forward("ann", "bob", "after the cut") == chat.Delivered
 		})
 		if ms[0].isEvicted() {
@@ -174,14 +175,14 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		ms[0].login(t, "ann")
 		ms[0].Link.Cut()
 		cut := time.Now()
-		eventually(t, "the cut node to evict its users", ms[0].isEvicted)
+		chattest.Eventually(t, "the cut node to evict its users", ms[0].isEvicted)
 		if d := time.Since(cut); d > 4*time.Second {
 			t.Errorf("evicted %v after the cut, want within about 2.5 s", d)
 		}
 		if ms[0].lease.Valid() {
 			t.Error("the fenced node's lease is still valid")
 		}
-		eventually(t, "ann's name free on the other node", func() bool {
+		chattest.Eventually(t, "ann's name free on the other node", func() bool {
 			_, err := ms[1].Claim("ann")
 			return err == nil
 		})
@@ -189,7 +190,7 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 			t.Errorf("the name was free %v after the cut, want within 5 s of the fence", d)
 		}
 		ms[0].Link.Heal()
-		eventually(t, "the healed node to admit logins", func() bool {
+		chattest.Eventually(t, "the healed node to admit logins", func() bool {
 			_, err := ms[0].Claim("cid")
 			return err == nil
 		})
@@ -202,13 +203,13 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		ms[0].Link.Pause()
 		f := newForwards(1)
 		ms[0].Forward("ann", []byte("bob"), []byte("held"), f, 0)
-		eventually(t, "the held node to fence", ms[0].isEvicted)
-		eventually(t, "ann's name free on the other node", func() bool {
+		chattest.Eventually(t, "the held node to fence", ms[0].isEvicted)
+		chattest.Eventually(t, "ann's name free on the other node", func() bool {
 			_, err := ms[1].Claim("ann")
 			return err == nil
 		})
 		ms[0].Link.Resume()
-		eventually(t, "the node to come back", func() bool {
+		chattest.Eventually(t, "the node to come back", func() bool {
 			_, err := ms[0].Claim("cid")
 			return err == nil
 		})
@@ -231,7 +232,7 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		time.Sleep(300 * time.Millisecond) // the blip
 		ms[0].Link.Heal()
 		released := time.Now()
-		eventually(t, "ann's place free", func() bool {
+		chattest.Eventually(t, "ann's place free", func() bool {
 			_, err := ms[1].Claim("bob")
 			return err == nil
 		})
@@ -379,16 +380,4 @@ func race(ms []*member, names []string) int {
 	close(start)
 	wg.Wait()
 	return won
-}
-
-// eventually polls check until it holds, for state no reply shows.
-func eventually(t *testing.T, what string, check func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !check() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
