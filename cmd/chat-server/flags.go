@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"path"
 	"strconv"
 	"strings"
 
@@ -20,7 +22,10 @@ type options struct {
 	tlsPort        optionalPort // portOff: no TLS listener
 	tlsCert        string
 	tlsKey         string
-	metricsAddress string // "": no metrics listener
+	metricsAddress string       // "": no metrics listener
+	webPort        optionalPort // portOff: no web chat
+	webInsecure    bool
+	webOrigins     []string
 	natsURL        string // "": a single server, no NATS
 	clusterName    string
 	natsReplicas   int  // 0: automatic
@@ -33,7 +38,7 @@ type options struct {
 // parseFlags reads the command line. -h prints the usage to stdout and
 // returns flag.ErrHelp; a bad flag returns one error line.
 func parseFlags(args []string, stdout io.Writer) (options, error) {
-	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, logFormat: "text", clusterName: "chat", chat: chat.DefaultConfig()}
+	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, webPort: portOff, logFormat: "text", clusterName: "chat", chat: chat.DefaultConfig()}
 	fs := flag.NewFlagSet("chat-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, usage is printed on -h only
 	c := &opts.chat
@@ -60,8 +65,17 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
 	fs.TextVar(&opts.logFormat, "log-format", opts.logFormat, "log format: text or json")
 	fs.TextVar(&opts.tlsPort, "tls-port", opts.tlsPort, "TLS port on the same address, same protocol and users (0: any free port); needs --tls-cert and --tls-key")
-	fs.StringVar(&opts.tlsCert, "tls-cert", opts.tlsCert, "PEM certificate file (chain) for --tls-port; reread on SIGHUP")
+	fs.StringVar(&opts.tlsCert, "tls-cert", opts.tlsCert, "PEM certificate file (chain) for --tls-port and the web chat (HTTPS); reread on SIGHUP")
 	fs.StringVar(&opts.tlsKey, "tls-key", opts.tlsKey, "PEM private key file for --tls-cert; reread on SIGHUP")
+	fs.TextVar(&opts.webPort, "web-port", opts.webPort, "serve the web chat (a page, and a WebSocket for it) on this port of the same address (0: any free port); HTTPS with --tls-cert")
+	fs.BoolVar(&opts.webInsecure, "web-insecure", opts.webInsecure, "serve the web chat over plain HTTP on a non-loopback address (without it, plain HTTP listens on 127.0.0.1 only)")
+	fs.Func("web-origin", "allow pages of this origin host pattern (say *.example.com) to use the web chat's WebSocket; repeatable", func(v string) error {
+		if _, err := path.Match(v, ""); err != nil {
+			return fmt.Errorf("bad pattern: %w", err)
+		}
+		opts.webOrigins = append(opts.webOrigins, v)
+		return nil
+	})
 	fs.StringVar(&opts.metricsAddress, "metrics-address", opts.metricsAddress, "host:port for HTTP /metrics (Prometheus) and /healthz")
 	fs.StringVar(&opts.natsURL, "nats-url", opts.natsURL, "cluster mode: NATS server (with JetStream) that the servers of the cluster share, as nats://host:port")
 	fs.StringVar(&opts.clusterName, "cluster-name", opts.clusterName, "cluster mode: prefix of every NATS subject, stream and bucket; servers with the same name form one cluster")
@@ -90,21 +104,54 @@ func (o *options) validate() error {
 	if err := checkPort("port", o.port); err != nil {
 		return err
 	}
-	if !o.tls() {
-		if o.tlsCert != "" || o.tlsKey != "" {
-			return errors.New("--tls-cert and --tls-key need --tls-port")
-		}
-		return nil
-	}
-	if o.tlsCert == "" || o.tlsKey == "" {
+	switch {
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case o.tls() && o.tlsCert == "":
 		return errors.New("--tls-port needs --tls-cert and --tls-key")
+	case o.tlsCert != "" && !o.tls() && !o.web():
+		return errors.New("--tls-cert and --tls-key need --tls-port or --web-port")
+	case !o.web() && (o.webInsecure || len(o.webOrigins) > 0):
+		return errors.New("--web-insecure and --web-origin need --web-port")
 	}
-	return checkPort("tls port", int(o.tlsPort))
+	if o.tls() {
+		if err := checkPort("tls port", int(o.tlsPort)); err != nil {
+			return err
+		}
+	}
+	if o.web() {
+		return checkPort("web port", int(o.webPort))
+	}
+	return nil
 }
 
 // tls reports whether a TLS listener was asked for.
 func (o *options) tls() bool {
 	return o.tlsPort != portOff
+}
+
+// web reports whether the web chat was asked for.
+func (o *options) web() bool {
+	return o.webPort != portOff
+}
+
+// webHost is where the web chat listens: --address, unless that is not a
+// loopback address and the chat would go over plain HTTP without
+// --web-insecure: then loopback only, so that names and messages do not
+// cross a network in the clear unless asked to.
+func (o *options) webHost() string {
+	if o.tlsCert != "" || o.webInsecure || isLoopback(o.address) {
+		return o.address
+	}
+	return "127.0.0.1"
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkPort(name string, port int) error {

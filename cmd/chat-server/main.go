@@ -27,15 +27,18 @@ import (
 	"chatserver/internal/chat"
 	"chatserver/internal/metrics"
 	"chatserver/internal/natscluster"
+	"chatserver/internal/web"
 )
 
 const (
 	// shutdownTimeout bounds how long the server waits for its connections
 	// to end after SIGINT or SIGTERM.
 	shutdownTimeout = 5 * time.Second
-	// readHeaderTimeout stops a scraper that never finishes its request
-	// from holding a metrics connection open.
+	// readHeaderTimeout stops a client that never finishes its request
+	// (a browser, a scraper) from holding an HTTP connection open.
 	readHeaderTimeout = 10 * time.Second
+	// maxHeaderBytes bounds an HTTP request's headers.
+	maxHeaderBytes = 16 << 10
 )
 
 func main() {
@@ -78,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var cert *certs.Reloadable
-	if opts.tls() {
+	if opts.tlsCert != "" {
 		if cert, err = certs.Load(opts.tlsCert, opts.tlsKey); err != nil {
 			return err
 		}
@@ -100,28 +103,48 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Each listener is served by one goroutine that reports on done; run
 	// waits for all of them before it returns.
-	done := make(chan error, 3)
+	done := make(chan error, 5)
 	running := 0
 	serve := func(f func() error) {
 		running++
 		go func() { done <- f() }()
 	}
 	serve(func() error { return srv.Serve(lns.plain) })
+	var tlsConfig *tls.Config
+	if cert != nil {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}
+	}
 	if lns.tls != nil {
 		fmt.Fprintf(stdout, "TLS server is on %s\n", announced(opts.address, lns.tls))
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}
 		// The same server: TLS users and plain users share one registry.
-		serve(func() error { return srv.Serve(tls.NewListener(lns.tls, cfg)) })
+		serve(func() error { return srv.Serve(tls.NewListener(lns.tls, tlsConfig)) })
 	}
-	var web *http.Server
-	if lns.metrics != nil {
-		web = &http.Server{
-			Handler:           metrics.NewHandler(srv, log, collectors...),
-			ReadHeaderTimeout: readHeaderTimeout,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	var webSrv, metricsSrv *http.Server // stopped after the chat server
+	if lns.web != nil {
+		if host := opts.webHost(); host != opts.address {
+			log.Info("the web chat is plain HTTP: it listens on loopback only (--tls-cert serves HTTPS, --web-insecure plain HTTP on the address)", "address", host)
 		}
+		front := web.New(web.Config{Origins: opts.webOrigins, MaxLineBytes: opts.chat.MaxLineBytes, Closing: srv.Closing, Logger: log}, lns.web.Addr())
+		webSrv = newHTTPServer(front.Handler(), log)
+		scheme := "http"
+		if tlsConfig != nil {
+			scheme = "https"
+			webSrv.TLSConfig = tlsConfig
+		}
+		fmt.Fprintf(stdout, "Web chat is on %s\n", webURL(scheme, opts.webHost(), lns.web))
+		// The same server again: browsers, plain and TLS users are one.
+		serve(func() error { return srv.Serve(front.Listener()) })
+		serve(func() error {
+			if tlsConfig != nil {
+				return fmt.Errorf("web: %w", webSrv.ServeTLS(lns.web, "", ""))
+			}
+			return fmt.Errorf("web: %w", webSrv.Serve(lns.web))
+		})
+	}
+	if lns.metrics != nil {
+		metricsSrv = newHTTPServer(metrics.NewHandler(srv, log, collectors...), log)
 		log.Info("metrics listening", "address", lns.metrics.Addr().String())
-		serve(func() error { return fmt.Errorf("metrics: %w", web.Serve(lns.metrics)) })
+		serve(func() error { return fmt.Errorf("metrics: %w", metricsSrv.Serve(lns.metrics)) })
 	}
 
 	var failed error // a listener that failed on its own
@@ -138,15 +161,18 @@ wait:
 		}
 	}
 
-	// The chat server drains first; the metrics listener stays up
-	// meanwhile, so /healthz answers 503 and a last scrape still works.
+	// The chat server drains first; the HTTP listeners stay up meanwhile,
+	// so /healthz answers 503 and a last scrape still works.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	errs := []error{failed, srv.Shutdown(shutdownCtx)}
-	if web != nil {
-		if err := web.Shutdown(shutdownCtx); err != nil {
-			web.Close()
-			errs = append(errs, fmt.Errorf("metrics: %w", err))
+	for _, hs := range []*http.Server{webSrv, metricsSrv} {
+		if hs == nil {
+			continue
+		}
+		if err := hs.Shutdown(shutdownCtx); err != nil {
+			hs.Close()
+			errs = append(errs, fmt.Errorf("http: %w", err))
 		}
 	}
 	for range running {
@@ -205,9 +231,20 @@ func joinCluster(opts *options, log *slog.Logger) (cl *natscluster.Cluster, leav
 	}, nil
 }
 
+// newHTTPServer is an HTTP server for the web front or the metrics, with
+// limits for clients that are slow to send their request.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // listeners are the process's sockets; nil ones were not asked for.
 type listeners struct {
-	plain, tls, metrics net.Listener
+	plain, tls, web, metrics net.Listener
 }
 
 // listen opens every listener before anything is served, so a busy port
@@ -224,6 +261,12 @@ func listen(opts options) (*listeners, error) {
 			return nil, err
 		}
 	}
+	if opts.web() {
+		if lns.web, err = listenTCP(" for the web chat", net.JoinHostPort(opts.webHost(), strconv.Itoa(int(opts.webPort)))); err != nil {
+			lns.close()
+			return nil, err
+		}
+	}
 	if opts.metricsAddress != "" {
 		if lns.metrics, err = listenTCP(" for metrics", opts.metricsAddress); err != nil {
 			lns.close()
@@ -234,7 +277,7 @@ func listen(opts options) (*listeners, error) {
 }
 
 func (lns *listeners) close() {
-	for _, ln := range []net.Listener{lns.plain, lns.tls, lns.metrics} {
+	for _, ln := range []net.Listener{lns.plain, lns.tls, lns.web, lns.metrics} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -260,6 +303,15 @@ func listenTCP(what, addr string) (net.Listener, error) {
 func announced(host string, ln net.Listener) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return net.JoinHostPort(host, port)
+}
+
+// webURL is the address to open the web chat at. A browser cannot open
+// "any address" (0.0.0.0, ::), so that is announced as localhost.
+func webURL(scheme, host string, ln net.Listener) string {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return scheme + "://" + announced(host, ln) + "/"
 }
 
 // reload rereads the TLS certificate on SIGHUP. Open connections keep

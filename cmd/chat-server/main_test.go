@@ -22,6 +22,7 @@ import (
 	"chatserver/internal/certs/certstest"
 	"chatserver/internal/chat/chattest"
 	"chatserver/internal/natstest"
+	"chatserver/internal/web/webtest"
 )
 
 // childEnv makes the test binary run main instead of the tests, so a
@@ -108,10 +109,10 @@ func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*chattest.Wire, string
 	return chattest.NewWire(t, conn), conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
 
-// get fetches url and returns the status code and body.
-func get(t *testing.T, url string) (int, string) {
+// get fetches url with client and returns the status code and body.
+func get(t *testing.T, client *http.Client, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -131,12 +132,20 @@ func writeCert(t *testing.T, dir, cn string) (cert *tls.Config, certFile, keyFil
 	return certstest.Config(certstest.Write(t, certFile, keyFile, cn)), certFile, keyFile
 }
 
-func TestPlainAndTLSUsersTalk(t *testing.T) {
+// TestPlainTLSAndBrowserUsersShareOneServer: a plain TCP user, a TLS user
+// and a browser over WSS are in one user list under one user limit, and
+// message each other.
+func TestPlainTLSAndBrowserUsersShareOneServer(t *testing.T) {
 	trustA, certFile, keyFile := writeCert(t, t.TempDir(), "A")
 	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", certFile, "--tls-key", keyFile,
-		"--metrics-address", "127.0.0.1:0", "--log-format", "json")
+		"--web-port", "0", "--max-users", "3", "--metrics-address", "127.0.0.1:0", "--log-format", "json")
 	plainAddr := s.stdout.Address(t, "Server is on ")
 	tlsAddr := s.stdout.Address(t, "TLS server is on ")
+	page := s.stdout.WaitFor(t, "the web chat's address", func(l string) bool { return strings.HasPrefix(l, "Web chat is on ") })
+	pageURL := strings.TrimPrefix(page, "Web chat is on ")
+	if !strings.HasPrefix(pageURL, "https://127.0.0.1:") || !strings.HasSuffix(pageURL, "/") {
+		t.Fatalf("announced %q, want the web chat at https://127.0.0.1:<port>/", page)
+	}
 	metricsLine := s.stderr.WaitFor(t, "the metrics address", func(l string) bool { return strings.Contains(l, `"metrics listening"`) })
 	metricsAddr, _ := jsonLogs(t, []string{metricsLine})[0]["address"].(string)
 
@@ -146,18 +155,31 @@ func TestPlainAndTLSUsersTalk(t *testing.T) {
 		t.Fatalf("TLS server presented %q, want A", cn)
 	}
 	bob.Login("bob")
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: trustA}}
+	carol := webtest.ConnectWith(t, https, pageURL+"ws")
+	carol.Request("HELLO-FROM carol", "HELLO carol")
 	alice.Request("SEND bob hi over TLS", "SEND-OK")
 	bob.Expect("DELIVERY alice hi over TLS")
 	bob.Request("SEND alice and back in plain text", "SEND-OK")
 	alice.Expect("DELIVERY bob and back in plain text")
-	bob.Request("LIST", "LIST-OK alice,bob")
-	alice.Request("HELLO-FROM bob", "BAD-RQST-HDR") // logged in already
+	bob.Request("SEND carol and to a browser", "SEND-OK")
+	carol.Expect("DELIVERY bob and to a browser")
+	carol.Request("SEND alice from a browser", "SEND-OK")
+	alice.Expect("DELIVERY carol from a browser")
+	carol.Request("LIST", "LIST-OK alice,bob,carol")
+	alice.Request("HELLO-FROM bob", "BAD-RQST-HDR")                                // logged in already
+	webtest.ConnectWith(t, https, pageURL+"ws").Request("HELLO-FROM dave", "BUSY") // one limit for all three
 
-	if code, body := get(t, "http://"+metricsAddr+"/healthz"); code != http.StatusOK {
+	code, body := get(t, https, pageURL)
+	if code != http.StatusOK || !strings.Contains(body, `data-testid="login-name"`) {
+		t.Errorf("GET %s = %d, want 200 and the page", pageURL, code)
+	}
+	if code, body := get(t, http.DefaultClient, "http://"+metricsAddr+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d %q, want 200", code, body)
 	}
-	_, body := get(t, "http://"+metricsAddr+"/metrics")
-	for _, want := range []string{"chat_connections 2", "chat_users_logged_in 2", `chat_logins_total{result="ok"} 2`, "chat_messages_delivered_total 2"} {
+	_, body = get(t, http.DefaultClient, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{`chat_connections{transport="tcp"} 1`, `chat_connections{transport="tls"} 1`, `chat_connections{transport="ws"} 2`,
+		"chat_users_logged_in 3", `chat_logins_total{result="ok"} 3`, `chat_logins_total{result="busy"} 1`, "chat_messages_delivered_total 4"} {
 		if !strings.Contains(body, "\n"+want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -187,13 +209,69 @@ func TestPlainAndTLSUsersTalk(t *testing.T) {
 			}
 		case "shutdown complete":
 			complete++
-			if l["connections_closed"] != 2.0 || l["users_logged_out"] != 2.0 {
-				t.Errorf("shutdown line %v, want 2 connections closed and 2 users logged out", l)
+			if l["connections_closed"] != 4.0 || l["users_logged_out"] != 3.0 {
+				t.Errorf("shutdown line %v, want 4 connections closed and 3 users logged out", l)
 			}
 		}
 	}
-	if opened != 2 || complete != 1 {
-		t.Errorf("%d connection opened and %d shutdown complete lines, want 2 and 1", opened, complete)
+	if opened != 4 || complete != 1 {
+		t.Errorf("%d connection opened and %d shutdown complete lines, want 4 and 1", opened, complete)
+	}
+}
+
+// TestPlainWebChatStaysOnLoopback: without a certificate the web chat
+// crosses a network in the clear only with --web-insecure. (Options only:
+// tests listen on 127.0.0.1 alone.)
+func TestPlainWebChatStaysOnLoopback(t *testing.T) {
+	_, certFile, keyFile := writeCert(t, t.TempDir(), "A")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, tc := range []struct {
+		args     []string
+		host     string // where the web chat listens
+		announce string // the URL announced
+	}{
+		{[]string{"-a", "0.0.0.0"}, "127.0.0.1", "http://127.0.0.1:" + port + "/"},
+		{[]string{"-a", "192.0.2.1"}, "127.0.0.1", "http://127.0.0.1:" + port + "/"},
+		{[]string{"-a", "::1"}, "::1", "http://[::1]:" + port + "/"},
+		{[]string{"-a", "localhost"}, "localhost", "http://localhost:" + port + "/"},
+		{[]string{"-a", "0.0.0.0", "--web-insecure"}, "0.0.0.0", "http://localhost:" + port + "/"},
+		{[]string{"-a", "192.0.2.1", "--web-insecure"}, "192.0.2.1", "http://192.0.2.1:" + port + "/"},
+		{[]string{"-a", "0.0.0.0", "--tls-cert", certFile, "--tls-key", keyFile}, "0.0.0.0", "https://localhost:" + port + "/"},
+	} {
+		opts, err := parseFlags(append(tc.args, "--web-port", "0"), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scheme := "http"
+		if opts.tlsCert != "" {
+			scheme = "https"
+		}
+		if host, url := opts.webHost(), webURL(scheme, opts.webHost(), ln); host != tc.host || url != tc.announce {
+			t.Errorf("%v: web chat on %s, announced as %s; want %s and %s", tc.args, host, url, tc.host, tc.announce)
+		}
+	}
+}
+
+// TestWebChatIsAnnouncedAfterTheServer: the web chat's line follows the
+// "Server is on" line, and the page and /healthz are served there.
+func TestWebChatIsAnnouncedAfterTheServer(t *testing.T) {
+	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--web-port", "0")
+	s.stdout.Address(t, "Server is on ")
+	line := s.stdout.WaitFor(t, "the next line", func(string) bool { return true })
+	page, ok := strings.CutPrefix(line, "Web chat is on ")
+	if !ok || !strings.HasPrefix(page, "http://127.0.0.1:") {
+		t.Fatalf("line after the server's = %q, want Web chat is on http://127.0.0.1:<port>/", line)
+	}
+	if code, body := get(t, http.DefaultClient, page); code != http.StatusOK || !strings.Contains(body, `data-testid="login-name"`) {
+		t.Errorf("GET %s = %d, want 200 and the page", page, code)
+	}
+	if code, _ := get(t, http.DefaultClient, page+"healthz"); code != http.StatusOK {
+		t.Errorf("GET %shealthz = %d, want 200", page, code)
 	}
 }
 
@@ -217,9 +295,21 @@ func TestStartupErrors(t *testing.T) {
 		{"tls port without cert", []string{"--tls-port", "0"},
 			"--tls-port needs --tls-cert and --tls-key"},
 		{"tls port without key", []string{"--tls-port", "0", "--tls-cert", certFile},
-			"--tls-port needs --tls-cert and --tls-key"},
-		{"cert without tls port", tlsFlags,
-			"--tls-cert and --tls-key need --tls-port"},
+			"--tls-cert and --tls-key go together"},
+		{"key without cert", []string{"--web-port", "0", "--tls-key", keyFile},
+			"--tls-cert and --tls-key go together"},
+		{"cert without tls or web port", tlsFlags,
+			"--tls-cert and --tls-key need --tls-port or --web-port"},
+		{"web insecure without web port", []string{"--web-insecure"},
+			"--web-insecure and --web-origin need --web-port"},
+		{"web origin without web port", []string{"--web-origin", "example.com"},
+			"--web-insecure and --web-origin need --web-port"},
+		{"bad web origin pattern", []string{"--web-port", "0", "--web-origin", "[x"},
+			`invalid value "[x" for flag -web-origin: bad pattern: syntax error in pattern`},
+		{"web port out of range", []string{"--web-port", "70000"},
+			"web port must be between 0 and 65535, got 70000"},
+		{"web port busy", []string{"--web-port", busyPort},
+			"cannot listen for the web chat on 127.0.0.1:" + busyPort + ": bind: address already in use"},
 		{"tls port out of range", append([]string{"--tls-port", "70000"}, tlsFlags...),
 			"tls port must be between 0 and 65535, got 70000"},
 		{"tls port not a number", append([]string{"--tls-port", "x"}, tlsFlags...),

@@ -83,7 +83,7 @@ func (l *connLink) serve() {
 	go l.writeLoop()
 	l.sess.readStopped(l.readLoop())
 	<-l.writerDone
-	l.conn.Close()
+	closeFor(l.conn, l.sess.reason)
 	l.sess.closed()
 }
 

@@ -89,7 +89,7 @@ func (srv *Server) admit(s *session) (CloseReason, bool) {
 	srv.wg.Add(1)
 	srv.mu.Unlock()
 
-	srv.counters.connections.Add(1)
+	srv.counters.connections[s.transport].Add(1)
 	s.log().Info("connection opened")
 	return 0, true
 }
@@ -136,10 +136,41 @@ func (s *session) closed() {
 		}
 	}
 	srv.mu.Unlock()
-	srv.counters.connections.Add(-1)
+	srv.counters.connections[s.transport].Add(-1)
 	srv.counters.closed[s.reason].Add(1)
 	s.log().Info("connection closed", "reason", s.reason)
 	srv.wg.Done()
+}
+
+// Carried is what a connection from elsewhere than a listener of plain
+// TCP or TLS (a WebSocket from package web) tells about itself.
+type Carried interface {
+	// Transport says what carries the connection, and whether it is
+	// inside TLS.
+	Transport() (t Transport, overTLS bool)
+	// CloseFor closes the connection saying why it ends, as its protocol
+	// can (a WebSocket's close code), without blocking for long.
+	CloseFor(reason CloseReason) error
+}
+
+// transportOf says what carries conn.
+func transportOf(conn net.Conn) (t Transport, overTLS bool) {
+	switch c := conn.(type) {
+	case Carried:
+		return c.Transport()
+	case *tls.Conn:
+		return TransportTLS, true
+	}
+	return TransportTCP, false
+}
+
+// closeFor closes conn, saying why if its protocol can.
+func closeFor(conn net.Conn, reason CloseReason) {
+	if c, ok := conn.(Carried); ok {
+		_ = c.CloseFor(reason)
+		return
+	}
+	conn.Close()
 }
 
 // busyReply is what a refused connection is told.
@@ -172,7 +203,7 @@ func refuseConn(conn net.Conn, s *session, reason CloseReason) {
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(time.Millisecond)) // a new socket's buffer has room
 	n, _ := conn.Write(busyReply)
-	conn.Close()
+	closeFor(conn, reason)
 	s.srv.refused(s, reason, n)
 }
 

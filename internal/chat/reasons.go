@@ -100,13 +100,34 @@ func (r LoginResult) MarshalText() ([]byte, error) {
 	return []byte(r.String()), nil
 }
 
+// Transport is what carries a connection.
+type Transport uint8
+
+// The transports.
+const (
+	TransportTCP Transport = iota // plain TCP
+	TransportTLS                  // TLS over TCP
+	TransportWS                   // a WebSocket (package web), plain or over TLS
+	NumTransports
+)
+
+var transportNames = [NumTransports]string{TransportTCP: "tcp", TransportTLS: "tls", TransportWS: "ws"}
+
+// String returns the transport's name as it appears in logs and metrics.
+func (t Transport) String() string {
+	if t >= NumTransports {
+		return "unknown"
+	}
+	return transportNames[t]
+}
+
 // counters are the server's running totals, shared by all connections.
 // They are atomics, and the per-message ones are added to once per read
 // batch from a session's tally, so the hot path takes no lock and touches
 // no shared cache line per message.
 type counters struct {
-	connections atomic.Int64 // open now
-	users       atomic.Int64 // logged in now
+	connections [NumTransports]atomic.Int64 // open now, by transport
+	users       atomic.Int64                // logged in now
 	closed      [NumCloseReasons]atomic.Uint64
 	logins      [NumLoginResults]atomic.Uint64
 	replies     [protocol.NumReplyKinds]atomic.Uint64
@@ -143,6 +164,7 @@ func (c *counters) add(t *tally) {
 // Stats is a snapshot of the server's counters.
 type Stats struct {
 	Connections   int64                          // connections open now
+	ConnectionsBy [NumTransports]int64           // connections open now, by transport
 	Users         int64                          // users logged in now
 	Closed        [NumCloseReasons]uint64        // connections ended, by reason
 	Logins        [NumLoginResults]uint64        // login attempts, by result
@@ -155,12 +177,16 @@ type Stats struct {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		Connections:   c.connections.Load(),
+
 		Users:         c.users.Load(),
 		Delivered:     c.delivered.Load(),
 		Delayed:       c.delayed.Load(),
 		BytesReceived: c.bytesIn.Load(),
 		BytesSent:     c.bytesOut.Load(),
+	}
+	for i := range c.connections {
+		s.ConnectionsBy[i] = c.connections[i].Load()
+		s.Connections += s.ConnectionsBy[i]
 	}
 	for i := range c.closed {
 		s.Closed[i] = c.closed[i].Load()

@@ -20,10 +20,12 @@
 // to queue: deliveries from other servers, evictions, and the answers to
 // forwarded SENDs (forward.go).
 //
-// Locks. Two pairs nest, never more: registry.mu then outbox.mu (a login
-// queues its HELLO before it becomes visible), and heldReplies.mu then
-// outbox.mu. Server.mu and loop.mu are taken alone. No I/O or channel send
-// happens under any of them.
+// Locks, in tiers: registry.mu first; then heldReplies.mu or Server.mu;
+// then outbox.mu. Only these pairs nest: registry.mu with outbox.mu (a
+// login queues its HELLO before it becomes visible) and with Server.mu
+// (it takes its place in its network's count), and heldReplies.mu with
+// outbox.mu. loop.mu is taken alone. No I/O or channel send happens under
+// any of them.
 package chat
 
 import (
@@ -161,6 +163,7 @@ func nextBackoff(d time.Duration) time.Duration {
 // serveConn starts a connLink for conn, or turns conn away.
 func (srv *Server) serveConn(conn net.Conn) {
 	s := srv.newSession(remoteAddr(conn.RemoteAddr()))
+	s.transport, s.overTLS = transportOf(conn)
 	l := newConnLink(s, conn)
 	switch reason, ok := srv.admit(s); {
 	case ok:

@@ -26,12 +26,14 @@ const (
 // session is the protocol state of one client connection, whichever
 // transport carries it.
 type session struct {
-	srv    *Server
-	id     uint64
-	remote netip.AddrPort
-	out    *outbox      // filled by anyone, drained by the link
-	held   *heldReplies // cluster mode only: replies waiting behind a forward's
-	link   link         // set once, before the first byte is received
+	srv       *Server
+	id        uint64
+	remote    netip.AddrPort
+	transport Transport // set once, before admit
+	overTLS   bool
+	out       *outbox      // filled by anyone, drained by the link
+	held      *heldReplies // cluster mode only: replies waiting behind a forward's
+	link      link         // set once, before the first byte is received
 
 	// Owned by the reading side: the goroutine or event loop that calls
 	// receive.
@@ -86,7 +88,14 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 // log returns the session's logger. It is built per call, not stored:
 // logging is rare and an idle connection should stay small.
 func (s *session) log() *slog.Logger {
-	return s.srv.log.With("conn", s.id, "remote", s.remote.String())
+	log := s.srv.log.With("conn", s.id, "remote", s.remote.String())
+	if s.overTLS {
+		log = log.With("tls", true)
+	}
+	if s.transport == TransportWS {
+		log = log.With("transport", s.transport.String())
+	}
+	return log
 }
 
 // receive handles the next bytes read from the client and queues the
@@ -183,14 +192,7 @@ func (s *session) handle(line []byte, err error) bool {
 	if err == nil {
 		err = s.dispatch(line)
 	}
-	switch err := err.(type) {
-	case *protocol.Error:
-		s.reply(err.Reply)
-	case endSession:
-		if err == errFenced {
-			s.log().Warn("cut off from the cluster: closing the connection")
-		}
-		s.stop = CloseReason(err)
+	if !s.answer(err) {
 		return false // the rest of the chunk is not handled
 	}
 	if s.srv.cfg.Rate > 0 && s.bucket.spend() {
@@ -199,6 +201,22 @@ func (s *session) handle(line []byte, err error) bool {
 	}
 	if len(s.replies) >= flushRepliesBytes {
 		return s.flushReplies()
+	}
+	return true
+}
+
+// answer turns a request's outcome into its error reply, or ends the
+// session: then it returns false, with the reason in s.stop.
+func (s *session) answer(err error) bool {
+	switch err := err.(type) {
+	case *protocol.Error:
+		s.reply(err.Reply)
+	case endSession:
+		if err == errFenced {
+			s.log().Warn("cut off from the cluster: closing the connection")
+		}
+		s.stop = CloseReason(err)
+		return false
 	}
 	return true
 }

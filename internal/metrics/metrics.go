@@ -41,7 +41,7 @@ func NewCollector(srv *chat.Server) prometheus.Collector {
 	}
 	return &collector{
 		srv:         srv,
-		connections: desc("connections", "Connections open now, logged in or not."),
+		connections: desc("connections", "Connections open now, logged in or not, by transport (tcp, tls, ws: a browser's WebSocket).", "transport"),
 		users:       desc("users_logged_in", "Users logged in now."),
 		logins:      desc("logins_total", "Login attempts (HELLO-FROM before login with a header the server accepts), by result.", "result"),
 		delivered:   desc("messages_delivered_total", "Messages queued for their recipient (each SEND answered SEND-OK)."),
@@ -64,7 +64,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, label ...string) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, label...)
 	}
-	metric(c.connections, prometheus.GaugeValue, float64(st.Connections))
+	for t := range chat.NumTransports {
+		metric(c.connections, prometheus.GaugeValue, float64(st.ConnectionsBy[t]), t.String())
+	}
 	metric(c.users, prometheus.GaugeValue, float64(st.Users))
 	metric(c.delivered, prometheus.CounterValue, float64(st.Delivered))
 	metric(c.delayed, prometheus.CounterValue, float64(st.Delayed))

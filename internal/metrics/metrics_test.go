@@ -159,7 +159,9 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 	}
 	sends := float64(2 + flooded)
 	want := map[string]float64{
-		"chat_connections":                                      0,
+		"chat_connections{transport=tcp}":                       0,
+		"chat_connections{transport=tls}":                       0,
+		"chat_connections{transport=ws}":                        0,
 		"chat_users_logged_in":                                  0,
 		"chat_logins_total{result=ok}":                          2,
 		"chat_logins_total{result=in_use}":                      1,
@@ -231,8 +233,8 @@ func TestGaugesFollowLiveConnections(t *testing.T) {
 	a.Request("HELLO-FROM alice", "HELLO alice")
 	chattest.Dial(t, addr).Request("LIST", "BAD-RQST-HDR") // open, not logged in
 	got := samples(scrape(t, url))
-	if got["chat_connections"] != 2 || got["chat_users_logged_in"] != 1 {
-		t.Errorf("connections = %v, users = %v; want 2 and 1", got["chat_connections"], got["chat_users_logged_in"])
+	if got["chat_connections{transport=tcp}"] != 2 || got["chat_users_logged_in"] != 1 {
+		t.Errorf("tcp connections = %v, users = %v; want 2 and 1", got["chat_connections{transport=tcp}"], got["chat_users_logged_in"])
 	}
 }
 
