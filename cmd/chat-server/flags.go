@@ -48,7 +48,8 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	for _, name := range []string{"p", "port"} {
 		fs.IntVar(&opts.port, name, opts.port, "TCP port to listen on (0: any free port)")
 	}
-	fs.IntVar(&c.MaxUsers, "max-users", c.MaxUsers, "users logged in at once")
+	fs.IntVar(&c.MaxUsers, "max-users", c.MaxUsers, "users logged in at once (0: none, every login gets BUSY)")
+	fs.BoolVar(&c.Bots, "bots", c.Bots, "add the built-in users echobot (sends every message back) and delaybot (sends it back twice, each line in pieces over a second), for testing clients")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open connections at once, logged in or not")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "open connections at once from one IPv4 address or IPv6 /64 (0: no limit)")
 	fs.IntVar(&c.MaxUsersPerIP, "max-users-per-ip", c.MaxUsersPerIP, "users logged in at once from one IPv4 address or IPv6 /64 (0: no limit)")
@@ -62,7 +63,11 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long a socket may take no bytes while output waits before the client is a slow consumer")
 	fs.IntVar(&c.EventLoops, "event-loops", c.EventLoops, "event loops serving plain TCP (0: one per two CPUs)")
 	fs.BoolVar(&c.NoEventLoop, "no-event-loop", c.NoEventLoop, "serve plain TCP with two goroutines per connection instead (slower, bigger; for comparison)")
-	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
+	fs.TextVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error (debug logs every line of every connection, message bodies included: see --trace)")
+	fs.BoolFunc("trace", "log every request line and every line written, of every connection, with why a request was refused (the same as --log-level debug); message bodies appear in the log only then", func(string) error {
+		opts.logLevel = min(opts.logLevel, slog.LevelDebug)
+		return nil
+	})
 	fs.TextVar(&opts.logFormat, "log-format", opts.logFormat, "log format: text or json")
 	fs.TextVar(&opts.tlsPort, "tls-port", opts.tlsPort, "TLS port on the same address, same protocol and users (0: any free port); needs --tls-cert and --tls-key")
 	fs.StringVar(&opts.tlsCert, "tls-cert", opts.tlsCert, "PEM certificate file (chain) for --tls-port and the web chat (HTTPS); reread on SIGHUP")
@@ -105,6 +110,8 @@ func (o *options) validate() error {
 		return err
 	}
 	switch {
+	case o.natsURL != "" && o.chat.MaxUsers == 0:
+		return errors.New("--max-users 0 is for a single server: a cluster needs room for at least one user")
 	case (o.tlsCert == "") != (o.tlsKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
 	case o.tls() && o.tlsCert == "":

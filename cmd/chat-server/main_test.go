@@ -460,6 +460,8 @@ func TestClusterStartupErrors(t *testing.T) {
 			"NATS max payload is 1048576 bytes, room for messages of up to 1048361 bytes, not 1048576: raise max_payload on the NATS server or lower --max-line-bytes"},
 		{"bad cluster name", []string{"--nats-url", withJS.URL(), "--cluster-name", "a.b"},
 			`cluster name "a.b": use 1 to 32 letters, digits, '-' or '_'`},
+		{"room for no one", []string{"--nats-url", withJS.URL(), "--max-users", "0"},
+			"--max-users 0 is for a single server: a cluster needs room for at least one user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -474,4 +476,48 @@ func TestClusterStartupErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFailedTLSHandshakeIsLogged: a client that speaks plain text to the
+// TLS port, or does not trust the certificate, is logged with the
+// handshake's error and closed as tls_handshake; TLS connections' lines
+// say tls=true.
+func TestFailedTLSHandshakeIsLogged(t *testing.T) {
+	_, certFile, keyFile := writeCert(t, t.TempDir(), "A")
+	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--tls-port", "0", "--tls-cert", certFile, "--tls-key", keyFile, "--log-format", "json")
+	tlsAddr := s.stdout.Address(t, "TLS server is on ")
+	plain := chattest.Dial(t, tlsAddr)
+	plain.Send("HELLO-FROM ann\n")
+	plain.ExpectClosed()
+	failed := s.stderr.WaitFor(t, "the handshake's error", func(l string) bool { return strings.Contains(l, `"tls handshake failed"`) })
+	log := jsonLogs(t, []string{failed})[0]
+	if err, _ := log["err"].(string); !strings.Contains(err, "does not look like a TLS handshake") || log["tls"] != true {
+		t.Errorf("handshake failure logged as %v, want the error and tls=true", log)
+	}
+	s.stderr.WaitFor(t, "the close line", func(l string) bool {
+		return strings.Contains(l, `"connection closed"`) && strings.Contains(l, `"reason":"tls_handshake"`) && strings.Contains(l, `"tls":true`)
+	})
+
+	distrustful, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "localhost"}) // the system's roots: not A
+	if err == nil {
+		distrustful.Close()
+		t.Fatal("a client that does not trust the certificate finished the handshake")
+	}
+	s.stderr.WaitFor(t, "the second handshake's error", func(l string) bool {
+		return strings.Contains(l, `"tls handshake failed"`) && strings.Contains(l, "bad certificate")
+	})
+}
+
+// TestBotsAndTrace: --bots adds echobot and delaybot, and --trace logs
+// every line, as a client author runs the server.
+func TestBotsAndTrace(t *testing.T) {
+	s := startRun(t, "-a", "127.0.0.1", "-p", "0", "--bots", "--trace", "--log-format", "json")
+	ann := chattest.Dial(t, s.stdout.Address(t, "Server is on ")).Login("ann")
+	ann.Request("LIST", "LIST-OK echobot,delaybot,ann")
+	ann.Request("SEND echobot are you there", "SEND-OK")
+	ann.Expect("DELIVERY echobot are you there")
+	ann.Request("list", "BAD-RQST-HDR")
+	s.stderr.WaitFor(t, "the traced mistake", func(l string) bool {
+		return strings.Contains(l, `"msg":"in"`) && strings.Contains(l, `"line":"list"`) && strings.Contains(l, `"why":"headers are upper case: LIST, not list"`)
+	})
 }

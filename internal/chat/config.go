@@ -14,8 +14,9 @@ import (
 // Config holds the server's limits. Every field has a default in
 // DefaultConfig; a zero Config is not valid.
 type Config struct {
-	// MaxUsers is how many users may be logged in at once. Connections
-	// that have not logged in do not count.
+	// MaxUsers is how many users may be logged in at once (0: none, every
+	// login is answered BUSY). Connections that have not logged in do not
+	// count.
 	MaxUsers int
 	// MaxConns is how many connections may be open at once, logged in or
 	// not. A connection over it is answered BUSY and closed.
@@ -58,6 +59,9 @@ type Config struct {
 	// two CPUs (at least one), which leaves the other CPUs to the kernel's
 	// TCP work, TLS connections and the runtime.
 	EventLoops int
+	// Bots adds the built-in users echobot and delaybot (bots.go), logged
+	// in before anyone else.
+	Bots bool
 	// Cluster, if set, joins the server to others that share its users
 	// (cluster mode, package natscluster); it enforces MaxUsers across all
 	// of them. Nil means a single server.
@@ -94,14 +98,14 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Sprintf("%s must be at least 1, got %d", name, v))
 		}
 	}
-	positive("max users", c.MaxUsers)
-	positive("max conns", c.MaxConns)
-	positive("max line bytes", c.MaxLineBytes)
 	notNegative := func(name string, v float64) {
 		if v < 0 {
 			errs = append(errs, fmt.Sprintf("%s must not be negative, got %v", name, v))
 		}
 	}
+	notNegative("max users", float64(c.MaxUsers)) // 0: every login is BUSY
+	positive("max conns", c.MaxConns)
+	positive("max line bytes", c.MaxLineBytes)
 	notNegative("max conns per ip", float64(c.MaxConnsPerIP))
 	notNegative("max users per ip", float64(c.MaxUsersPerIP))
 	notNegative("rate", c.Rate)

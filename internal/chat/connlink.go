@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -91,6 +92,9 @@ func (l *connLink) serve() {
 // returns why it ended. While the framer holds a big buffer, a read waits
 // at most quietAfter: then the buffer goes back, if no line is half read.
 func (l *connLink) readLoop() CloseReason {
+	if reason, ok := l.handshake(); !ok {
+		return reason
+	}
 	buf := make([]byte, preLoginReadBytes)
 	quietDeadline := false // the read deadline is quietAfter's, not the login's
 	for {
@@ -128,6 +132,28 @@ func (l *connLink) readLoop() CloseReason {
 		}
 		return readErrorReason(err)
 	}
+}
+
+// handshake runs a TLS connection's handshake (within the login
+// timeout, the read deadline set by serve), so that a failed one is
+// logged with why: a client author's wrong certificate or protocol shows
+// in the log, not as a bare reset.
+func (l *connLink) handshake() (CloseReason, bool) {
+	tc, ok := l.conn.(*tls.Conn)
+	if !ok {
+		return 0, true
+	}
+	err := tc.Handshake()
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return ReasonLoginTimeout, false
+	case errors.Is(err, io.EOF):
+		return ReasonClientClosed, false
+	}
+	l.sess.log().Info("tls handshake failed", "err", err)
+	return ReasonTLSHandshake, false
 }
 
 func (l *connLink) isStopped() bool {
@@ -188,7 +214,7 @@ func (l *connLink) writeLoop() {
 		}
 		for {
 			var closed bool
-			batch, closed = l.sess.out.take(batch)
+			batch, closed = l.sess.takeOut(batch)
 			if len(batch) == 0 {
 				if closed {
 					return

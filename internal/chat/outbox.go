@@ -31,6 +31,12 @@ type outbox struct {
 	inflight     int    // guarded by mu: bytes taken by the link, not yet all written
 	closed       bool   // guarded by mu; once set, nothing more is queued
 	noDeliveries bool   // guarded by mu; once set (the user logged out), only its own replies are queued
+
+	// A paced write (delaybot's answers, pushPaced) queues its bytes in
+	// pieces over time. Meanwhile what else is queued waits in
+	// pacedBehind, so that no other line lands inside a paced one.
+	pacedRest   []byte // guarded by mu: the paced bytes not queued yet; nil when no paced write is under way
+	pacedBehind []byte // guarded by mu: queued meanwhile, to follow the paced bytes
 }
 
 // pushResult is what happened to bytes handed to an outbox.
@@ -54,9 +60,18 @@ func (o *outbox) push(b []byte, lease *Lease) pushResult {
 	defer o.mu.Unlock()
 	res := o.reserveLocked(len(b), lease)
 	if res == pushed {
-		o.pending = append(o.pending, b...)
+		*o.tailLocked() = append(*o.tailLocked(), b...)
 	}
 	return res
+}
+
+// tailLocked is where bytes queued now go: behind a paced write under
+// way, or else straight into pending.
+func (o *outbox) tailLocked() *[]byte {
+	if o.pacedRest != nil {
+		return &o.pacedBehind
+	}
+	return &o.pending
 }
 
 // pushDelivery queues "DELIVERY <from> <message>", encoded straight into
@@ -70,16 +85,66 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 		res = ending
 	}
 	if res == pushed {
-		o.pending = protocol.AppendDelivery(o.pending, from, message)
+		tail := o.tailLocked()
+		*tail = protocol.AppendDelivery(*tail, from, message)
 	}
 	return res
+}
+
+// pushPaced queues deliveries, whole lines, that are to reach the client
+// in pieces: the first first bytes now, the rest as advancePaced says.
+// Until the last piece, what else is queued waits behind them. If a
+// paced write is under way already, or first is all of b, b is queued
+// whole.
+func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	res := o.reserveLocked(len(b), lease)
+	switch {
+	case res == pushed && o.noDeliveries:
+		return ending
+	case res != pushed:
+		return res
+	case o.pacedRest != nil || first >= len(b):
+		*o.tailLocked() = append(*o.tailLocked(), b...)
+		return pushed
+	}
+	o.pending = append(o.pending, b[:first]...)
+	o.pacedRest = append(make([]byte, 0, len(b)-first), b[first:]...)
+	return pushed
+}
+
+// advancePaced queues the next n bytes of the paced write under way (all
+// that is left if n is more), and reports whether it is complete.
+func (o *outbox) advancePaced(n int) (complete bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.pacedRest == nil {
+		return true // completed by close
+	}
+	n = min(n, len(o.pacedRest))
+	o.pending = append(o.pending, o.pacedRest[:n]...)
+	o.pacedRest = o.pacedRest[n:]
+	if len(o.pacedRest) > 0 {
+		return false
+	}
+	o.completePacedLocked()
+	return true
+}
+
+// completePacedLocked queues the rest of the paced write under way, and
+// what waited behind it.
+func (o *outbox) completePacedLocked() {
+	o.pending = append(o.pending, o.pacedRest...)
+	o.pending = append(o.pending, o.pacedBehind...)
+	o.pacedRest, o.pacedBehind = nil, nil
 }
 
 func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
 	switch {
 	case o.closed:
 		return ending
-	case o.inflight+len(o.pending)+n > o.limit:
+	case o.inflight+len(o.pending)+len(o.pacedRest)+len(o.pacedBehind)+n > o.limit:
 		return overflow
 	case !lease.Valid():
 		return unvouched
@@ -96,10 +161,14 @@ func (o *outbox) stopDeliveries() {
 }
 
 // close stops the queue from taking more bytes; what it holds can still be
-// taken.
+// taken, a paced write's pieces included, all at once: a connection that
+// ends gets its last replies without waiting for a bot.
 func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
+	if o.pacedRest != nil {
+		o.completePacedLocked()
+	}
 	o.mu.Unlock()
 }
 

@@ -54,7 +54,7 @@ func (l *loop) flush(pc *pollConn) {
 	for {
 		if pc.written == len(pc.batch) {
 			var closed bool
-			pc.batch, closed = pc.sess.out.take(pc.batch)
+			pc.batch, closed = pc.sess.takeOut(pc.batch)
 			pc.written = 0
 			l.drained(pc)
 			if cap(pc.batch) > keepIdleBytes {

@@ -23,6 +23,7 @@ const (
 	ReasonSendUnknown                       // cluster mode: a SEND's recipient's server was lost before it answered
 	ReasonIPLimit                           // MaxConnsPerIP connections of its network were already open
 	ReasonFlood                             // it kept sending far above the request rate for long
+	ReasonTLSHandshake                      // its TLS handshake failed (not for a timeout: that is ReasonLoginTimeout)
 	NumCloseReasons
 )
 
@@ -38,6 +39,7 @@ var reasonNames = [NumCloseReasons]string{
 	ReasonSendUnknown:    "send_unknown",
 	ReasonIPLimit:        "ip_limit",
 	ReasonFlood:          "flood",
+	ReasonTLSHandshake:   "tls_handshake",
 }
 
 // drains reports whether a connection ending for this reason still gets
@@ -46,7 +48,7 @@ var reasonNames = [NumCloseReasons]string{
 // or hit a bug does not.
 func (r CloseReason) drains() bool {
 	switch r {
-	case ReasonReset, ReasonSlowConsumer, ReasonInternalError:
+	case ReasonReset, ReasonSlowConsumer, ReasonInternalError, ReasonTLSHandshake:
 		return false
 	}
 	return true
@@ -108,10 +110,11 @@ const (
 	TransportTCP Transport = iota // plain TCP
 	TransportTLS                  // TLS over TCP
 	TransportWS                   // a WebSocket (package web), plain or over TLS
+	TransportBot                  // none: a built-in user's session (bots.go)
 	NumTransports
 )
 
-var transportNames = [NumTransports]string{TransportTCP: "tcp", TransportTLS: "tls", TransportWS: "ws"}
+var transportNames = [NumTransports]string{TransportTCP: "tcp", TransportTLS: "tls", TransportWS: "ws", TransportBot: "bot"}
 
 // String returns the transport's name as it appears in logs and metrics.
 func (t Transport) String() string {

@@ -75,6 +75,8 @@ type Server struct {
 	cluster  Cluster
 	lease    *Lease // cluster mode only; nil means always valid
 	counters counters
+	pacer    *pacer // writes delaybot's answers in pieces; nil without Config.Bots
+	trace    bool   // log every line (trace.go): the logger is at debug level
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup // live connections, and event loops still serving after their Serve returned
 	done     chan struct{}  // closed when Shutdown or Close begins
@@ -111,11 +113,15 @@ func NewServer(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 		perIP:     make(map[netip.Prefix]*ipCount),
+		trace:     tracing(log),
 	}
 	if srv.cluster != nil {
 		srv.users.max = -1 // the cluster's limit
 		srv.lease = NewLease()
 		srv.cluster.Attach(members{srv}, srv.lease)
+	}
+	if cfg.Bots {
+		srv.startBots()
 	}
 	return srv, nil
 }

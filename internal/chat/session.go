@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -88,6 +89,9 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 // log returns the session's logger. It is built per call, not stored:
 // logging is rare and an idle connection should stay small.
 func (s *session) log() *slog.Logger {
+	if s.transport == TransportBot {
+		return s.srv.log.With("conn", s.id, "transport", s.transport.String())
+	}
 	log := s.srv.log.With("conn", s.id, "remote", s.remote.String())
 	if s.overTLS {
 		log = log.With("tls", true)
@@ -189,8 +193,12 @@ func (s *session) handle(line []byte, err error) bool {
 	if hook := s.srv.testHookLine; hook != nil {
 		hook(line)
 	}
+	wasLoggedIn := s.claim.Name != ""
 	if err == nil {
 		err = s.dispatch(line)
+	}
+	if s.srv.trace {
+		s.traceIn(line, err, wasLoggedIn)
 	}
 	if !s.answer(err) {
 		return false // the rest of the chunk is not handled
@@ -221,6 +229,20 @@ func (s *session) answer(err error) bool {
 	return true
 }
 
+// act handles one request of a bot's ("...\n"), as handle does a
+// client's line, and queues the replies; it has neither line cap nor flood
+// control, because a bot only answers others, who have both. It returns
+// false when the session must end, with the reason in s.stop.
+func (s *session) act(request []byte) bool {
+	line := bytes.TrimSuffix(request, []byte("\n"))
+	wasLoggedIn := s.claim.Name != ""
+	err := s.dispatch(line)
+	if s.srv.trace {
+		s.traceIn(line, err, wasLoggedIn)
+	}
+	return s.answer(err) && s.flushReplies()
+}
+
 // endSession is a request's outcome that ends the session with that
 // reason, answering nothing more.
 type endSession CloseReason
@@ -246,6 +268,8 @@ func (s *session) dispatch(line []byte) error {
 	case err != nil:
 		if req.Command == protocol.CmdHelloFrom {
 			s.srv.counters.logins[LoginBadName].Add(1)
+			_, name, _ := bytes.Cut(line, []byte(" "))
+			s.log().Info("login failed", "user", string(name), "reply", protocol.ReplyBadBody.String(), "result", LoginBadName.String(), "why", protocol.ExplainName(name))
 		}
 		return err
 	case loggedIn && !s.srv.lease.Holds(s.claim.Epoch):
@@ -269,7 +293,7 @@ func (s *session) login(name []byte) error {
 	if c := s.srv.cluster; c != nil {
 		var err error
 		if claim, err = c.Claim(claim.Name); err != nil {
-			s.loginFailed(err)
+			s.loginFailed(string(name), err)
 			return nil
 		}
 	}
@@ -303,7 +327,7 @@ func (s *session) login(name []byte) error {
 		}
 		switch {
 		case err != errNotQueued:
-			s.loginFailed(err)
+			s.loginFailed(claim.Name, err)
 		case queued == overflow:
 			s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
 			return endSession(ReasonSlowConsumer)
@@ -328,10 +352,13 @@ var (
 	errIPFull = errors.New("chat: no room for another user of this network")
 )
 
-func (s *session) loginFailed(err error) {
+// loginFailed answers a refused login, and logs it: a person whose
+// client cannot log in wants to see why in the server's log.
+func (s *session) loginFailed(name string, err error) {
 	result, reply := loginOutcome(err)
 	s.srv.counters.logins[result].Add(1)
 	s.reply(reply)
+	s.log().Info("login failed", "user", name, "reply", reply.String(), "result", result.String())
 }
 
 // logout frees the session's name. The reading side calls it as soon as
@@ -396,6 +423,14 @@ func (s *session) send(toName, message []byte) error {
 		s.tally.replies[protocol.ReplyDelivery]++
 		s.tally.delivered++
 		s.reply(protocol.ReplySendOK)
+		if to.transport == TransportBot {
+			// The bot answers once its SEND-OK is queued: SEND-OK, then
+			// the bot's DELIVERY, as a client of the protocol expects.
+			if !s.flushReplies() {
+				return endSession(s.stop)
+			}
+			to.link.wake()
+		}
 	case res == unvouched:
 		return errFenced
 	default:
@@ -436,7 +471,7 @@ func (s *session) deliver(to *session, message []byte) pushResult {
 		return pushed
 	}
 	res := pushDelivery(to.out, s.claim.Name, message, s.srv.lease)
-	if res == pushed {
+	if res == pushed && to.transport != TransportBot { // a bot is woken by send
 		to.link.wake()
 	}
 	return res

@@ -41,7 +41,7 @@ func NewCollector(srv *chat.Server) prometheus.Collector {
 	}
 	return &collector{
 		srv:         srv,
-		connections: desc("connections", "Connections open now, logged in or not, by transport (tcp, tls, ws: a browser's WebSocket).", "transport"),
+		connections: desc("connections", "Connections open now, logged in or not, by transport (tcp, tls, ws: a browser's WebSocket, bot: a built-in user).", "transport"),
 		users:       desc("users_logged_in", "Users logged in now."),
 		logins:      desc("logins_total", "Login attempts (HELLO-FROM before login with a header the server accepts), by result.", "result"),
 		delivered:   desc("messages_delivered_total", "Messages queued for their recipient (each SEND answered SEND-OK)."),

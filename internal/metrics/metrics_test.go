@@ -162,6 +162,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections{transport=tcp}":                       0,
 		"chat_connections{transport=tls}":                       0,
 		"chat_connections{transport=ws}":                        0,
+		"chat_connections{transport=bot}":                       0,
 		"chat_users_logged_in":                                  0,
 		"chat_logins_total{result=ok}":                          2,
 		"chat_logins_total{result=in_use}":                      1,
@@ -190,6 +191,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		"chat_connections_closed_total{reason=send_unknown}":    0,
 		"chat_connections_closed_total{reason=ip_limit}":        0,
 		"chat_connections_closed_total{reason=flood}":           0,
+		"chat_connections_closed_total{reason=tls_handshake}":   0,
 		"chat_logins_total{result=ip_limit}":                    0,
 		"chat_flood_delays_total":                               0,
 	}

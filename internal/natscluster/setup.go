@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,16 +61,18 @@ func (c *Cluster) ensureObjects(ctx context.Context) error {
 	replicas := c.replicas()
 	var objs objects
 	var err error
-	if objs.claims, err = c.ensureStream(ctx, replicas); err != nil {
+	if objs.claims, err = whilePlacing(ctx, func() (jetstream.Stream, error) { return c.ensureStream(ctx, replicas) }); err != nil {
 		return err
 	}
 	bucket := c.cfg.Cluster + "_nodes"
-	if objs.leases, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   bucket,
-		TTL:      leaseTTL,
-		History:  1,
-		Storage:  jetstream.FileStorage,
-		Replicas: replicas,
+	if objs.leases, err = whilePlacing(ctx, func() (jetstream.KeyValue, error) {
+		return c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   bucket,
+			TTL:      leaseTTL,
+			History:  1,
+			Storage:  jetstream.FileStorage,
+			Replicas: replicas,
+		})
 	}); err != nil {
 		return fmt.Errorf("lease bucket %s: %w%s", bucket, err, replicasHint(err))
 	}
@@ -113,9 +116,35 @@ func (c *Cluster) ensureStream(ctx context.Context, replicas int) (jetstream.Str
 	return s, nil
 }
 
+// errCodeNoPeers is JetStream's "no suitable peers for placement": it
+// cannot place a stream's replicas on servers that are current right now.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+// placingRetry is the pause between two tries to place a stream.
+const placingRetry = 250 * time.Millisecond
+
+// whilePlacing calls create until it stops failing for lack of peers, or
+// ctx ends. A NATS cluster that just started, or whose servers were slow
+// to answer each other (a loaded machine), has too few current peers for
+// a moment; a server that starts then should wait, not fail.
+func whilePlacing[T any](ctx context.Context, create func() (T, error)) (T, error) {
+	for {
+		v, err := create()
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeNoPeers {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(placingRetry):
+		}
+	}
+}
+
 // replicasHint explains a failure to place the replicas asked for.
 func replicasHint(err error) string {
-	if msg := err.Error(); strings.Contains(msg, "insufficient resources") || strings.Contains(msg, "replicas") {
+	if msg := err.Error(); strings.Contains(msg, "insufficient resources") || strings.Contains(msg, "replicas") || strings.Contains(msg, "no suitable peers") {
 		return " (set --nats-replicas to what the NATS cluster can hold)"
 	}
 	return ""

@@ -118,7 +118,7 @@ func AppendList(buf []byte) []byte {
 }
 
 // AppendSend appends the request "SEND <to> <message>\n".
-func AppendSend(buf []byte, to, message string) []byte {
+func AppendSend[S string | []byte](buf []byte, to, message S) []byte {
 	buf = append(buf, "SEND "...)
 	buf = append(buf, to...)
 	buf = append(buf, ' ')
