@@ -262,7 +262,7 @@ func TestLoginWhoQuit(t *testing.T) {
 	s := chattest.Start(t, nil)
 	p := start(t, s.Addr).login("alice")
 	p.send("!who")
-	p.expect("There are 1 online users:", "- alice")
+	p.expect("There is 1 online user:", "- alice")
 	p.send("!quit")
 	p.expectExit(true)
 }
@@ -281,11 +281,14 @@ func TestLoginNameTaken(t *testing.T) {
 	p := start(t, s.Addr)
 	p.expect(textWelcome)
 	p.send("alice")
-	p.expect("Cannot log in as alice. That username is already in use.")
-	p.send("bob") // on the same connection
+	p.expect("Cannot log in as alice. That username is already in use.", textTryAgain)
+	p.send("bob") // on the same connection: this server keeps it open
 	p.expect("Successfully logged in as bob!")
 	p.send("!who")
 	p.expect("There are 2 online users:", "- alice", "- bob")
+	if st := s.Stats(); st.Connections != 2 || st.Closed[chat.ReasonClientClosed] != 0 {
+		t.Errorf("the server saw %d connections open and %d closed, want 2 and none: the client stays on its socket", st.Connections, st.Closed[chat.ReasonClientClosed])
+	}
 }
 
 func TestLoginDisallowedCharacters(t *testing.T) {
@@ -294,26 +297,35 @@ func TestLoginDisallowedCharacters(t *testing.T) {
 	p.expect(textWelcome)
 	for _, name := range []string{"a!b", "a@b", "#", "$x", "x%", "^", "&&", "*", "al ice", "a,b", " ", "@bob hi"} {
 		p.send(name)
-		p.expect("Cannot log in as " + name + ". That username contains disallowed characters.")
+		p.expect("Cannot log in as "+name+". That username contains disallowed characters.", textTryAgain)
 	}
 	p.send("carol")
 	p.expect("Successfully logged in as carol!")
 	p.send("!who") // none of the names above reached the server
-	p.expect("There are 1 online users:", "- carol")
+	p.expect("There is 1 online user:", "- carol")
 }
 
-// TestLoginServerRefusesName covers names the client lets through and the
-// server refuses: the body error is printed and the user may try again.
-func TestLoginServerRefusesName(t *testing.T) {
+// TestLoginNameRejections: a name the protocol does not allow is refused
+// with why, and a new prompt, before it is sent.
+func TestLoginNameRejections(t *testing.T) {
 	s := chattest.Start(t, nil)
 	p := start(t, s.Addr)
 	p.expect(textWelcome)
-	for _, name := range []string{"", "tab\there", strings.Repeat("n", 65)} {
-		p.send(name)
-		p.expect(textBadBody)
+	for _, tc := range []struct{ name, want string }{
+		{"", "Cannot log in without a name."},
+		{strings.Repeat("n", 65), "Cannot log in as " + strings.Repeat("n", 65) + ". That username is too long (65 bytes; at most 64)."},
+		{"tab\there", "Cannot log in as tab\there. That username contains disallowed characters."},
+		{"evil\u202eup", `Cannot log in as evil\u202eup. That username contains disallowed characters.`},
+		{"esc\x1b[2J", "Cannot log in as esc^[[2J. That username contains disallowed characters."},
+	} {
+		p.send(tc.name)
+		p.expect(tc.want, textTryAgain)
 	}
 	p.send("zoë\r") // CRLF input works too
 	p.expect("Successfully logged in as zoë!")
+	if n := s.Stats().Logins[chat.LoginBadName]; n != 0 {
+		t.Errorf("%d bad names reached the server, want none", n)
+	}
 }
 
 func TestMessagesBothWays(t *testing.T) {
@@ -383,12 +395,24 @@ func TestUnknownCommand(t *testing.T) {
 	p.expectExit(true)
 }
 
-func TestSendBadBody(t *testing.T) {
+// TestSendRejections: a message the protocol does not allow is refused
+// with why, before it is sent.
+func TestSendRejections(t *testing.T) {
 	s := chattest.Start(t, nil)
 	p := start(t, s.Addr).login("alice")
-	for _, line := range []string{"@alice", "@alice ", "@alice  \t ", "@", "@ hi", "@a,b hi", "@alice a\rb"} {
-		p.send(line)
-		p.expect(textBadBody)
+	for _, tc := range []struct{ line, want string }{
+		{"@alice", "Cannot send an empty message."},
+		{"@alice ", "Cannot send an empty message."},
+		{"@alice  \t ", "Cannot send an empty message."},
+		{"@", "Cannot send: say who to, as @<name> <message>."},
+		{"@ hi", "Cannot send: say who to, as @<name> <message>."},
+		{"@a,b hi", "Cannot send to a,b. That username contains disallowed characters."},
+		{"@alice a\rb", "Cannot send that message: it holds a carriage return."},
+		{"@alice a\x00b", "Cannot send that message: it holds a NUL character."},
+		{"@alice \xff", "Cannot send that message: it is not valid UTF-8."},
+	} {
+		p.send(tc.line)
+		p.expect(tc.want)
 	}
 	p.send("@alice still here")
 	p.expectAnyOrder("From alice: still here", "The message was sent successfully")
@@ -448,7 +472,7 @@ func TestTLS(t *testing.T) {
 	host, port, _ := net.SplitHostPort(s.Addr)
 	p := startArgs(t, "-a", host, "-p", port, "--tls-ca", certFile).login("alice")
 	p.send("!who")
-	p.expect("There are 1 online users:", "- alice")
+	p.expect("There is 1 online user:", "- alice")
 	p.send("!quit")
 	p.expectExit(true)
 }
@@ -488,13 +512,13 @@ func TestPipedScript(t *testing.T) {
 	p.stdin.Close()
 	p.expect(
 		textWelcome,
-		"Cannot log in as bad name. That username contains disallowed characters.",
-		"Cannot log in as bob. That username is already in use.",
+		"Cannot log in as bad name. That username contains disallowed characters.", textTryAgain,
+		"Cannot log in as bob. That username is already in use.", textTryAgain,
 		"Successfully logged in as alice!",
 		"There are 2 online users:", "- bob", "- alice",
 		"The message was sent successfully",
 		"The destination user does not exist",
-		"Error: Unknown issue in previous message body.",
+		"Cannot send an empty message.",
 		"Command doesn't exist",
 		"The message was sent successfully",
 	)
@@ -530,6 +554,9 @@ func TestSanitize(t *testing.T) {
 		{"\x1b[2J\x1b[Hcleared", "^[[2J^[[Hcleared"},
 		{"bell\x07 del\x7f", "bell^G del^?"},
 		{"c1\u0085", `c1\u0085`},
+		{"bidi \u202eevil\u202c and \u2066isolate", `bidi \u202eevil\u202c and \u2066isolate`},
+		{"zero\u200bwidth, line\u2028break", `zero\u200bwidth, line\u2028break`},
+		{"bad \xff utf-8", `bad \xff utf-8`},
 	}
 	for _, tc := range tests {
 		if got := sanitize(tc.in); got != tc.want {
@@ -546,4 +573,103 @@ func TestDeliveryIsSanitized(t *testing.T) {
 		t.Fatalf("Send: %v", err)
 	}
 	p.expect("From alice: ^[[31mred")
+}
+
+// closingServer is a server of this protocol that, like the course's,
+// closes the connection after it refuses a name: IN-USE for "taken",
+// BAD-RQST-BODY for "refused". It knows HELLO-FROM and LIST, and counts
+// the connections it accepted.
+type closingServer struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns int
+}
+
+func startClosingServer(t *testing.T) *closingServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &closingServer{ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+			wg.Go(func() { s.serve(c) })
+		}
+	})
+	return s
+}
+
+func (s *closingServer) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	r := bufio.NewReader(c)
+	name := ""
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		switch line = strings.TrimSuffix(line, "\n"); {
+		case line == "HELLO-FROM taken":
+			io.WriteString(c, "IN-USE\n")
+			return
+		case line == "HELLO-FROM refused":
+			io.WriteString(c, "BAD-RQST-BODY\n")
+			return
+		case strings.HasPrefix(line, "HELLO-FROM "):
+			name = strings.TrimPrefix(line, "HELLO-FROM ")
+			io.WriteString(c, "HELLO "+name+"\n")
+		case line == "LIST":
+			io.WriteString(c, "LIST-OK "+name+"\n")
+		}
+	}
+}
+
+func (s *closingServer) accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// TestServerThatClosesAfterARefusal: against a server that closes the
+// connection after IN-USE or a name it refuses, the client connects again
+// and logs in with the next name.
+func TestServerThatClosesAfterARefusal(t *testing.T) {
+	s := startClosingServer(t)
+	p := start(t, s.ln.Addr().String())
+	p.expect(textWelcome)
+	p.send("taken")
+	p.expect("Cannot log in as taken. That username is already in use.", textTryAgain)
+	p.send("refused")
+	p.expect("Cannot log in as refused. That username contains disallowed characters.", textTryAgain)
+	p.send("third")
+	p.expect("Successfully logged in as third!")
+	p.send("!who")
+	p.expect("There is 1 online user:", "- third")
+	if n := s.accepted(); n != 3 {
+		t.Errorf("the server accepted %d connections, want 3: one per name it refused, and the last", n)
+	}
+	p.send("!quit")
+	p.expectExit(true)
+}
+
+func TestVersion(t *testing.T) {
+	p := startArgs(t, "--version")
+	if got := p.next(); !strings.HasPrefix(got, "chat-client ") || !strings.Contains(got, "go1.") {
+		t.Errorf("--version printed %q, want chat-client <version>; go1.x", got)
+	}
+	p.expectExit(true)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"chatserver/internal/buildinfo"
 	"chatserver/internal/chat"
 )
 
@@ -36,7 +37,8 @@ type options struct {
 }
 
 // parseFlags reads the command line. -h prints the usage to stdout and
-// returns flag.ErrHelp; a bad flag returns one error line.
+// returns flag.ErrHelp, and so does --version, which prints the version;
+// a bad flag returns one error line.
 func parseFlags(args []string, stdout io.Writer) (options, error) {
 	opts := options{address: "0.0.0.0", port: 5378, tlsPort: portOff, webPort: portOff, logFormat: "text", clusterName: "chat", chat: chat.DefaultConfig()}
 	fs := flag.NewFlagSet("chat-server", flag.ContinueOnError)
@@ -86,11 +88,16 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&opts.clusterName, "cluster-name", opts.clusterName, "cluster mode: prefix of every NATS subject, stream and bucket; servers with the same name form one cluster")
 	fs.IntVar(&opts.natsReplicas, "nats-replicas", opts.natsReplicas, "cluster mode: copies NATS keeps of the names and leases (0: 3 on a NATS cluster, else 1)")
 
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, stdout)
 		}
 		return opts, err
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Version("chat-server"))
+		return opts, flag.ErrHelp // done, successfully, as after -h
 	}
 	if fs.NArg() > 0 {
 		return opts, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -520,4 +522,15 @@ func TestBotsAndTrace(t *testing.T) {
 	s.stderr.WaitFor(t, "the traced mistake", func(l string) bool {
 		return strings.Contains(l, `"msg":"in"`) && strings.Contains(l, `"line":"list"`) && strings.Contains(l, `"why":"headers are upper case: LIST, not list"`)
 	})
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	err := run(t.Context(), []string{"--version"}, &stdout, io.Discard)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("run --version = %v, want flag.ErrHelp (exit status 0)", err)
+	}
+	if got := stdout.String(); !strings.HasPrefix(got, "chat-server ") || !strings.Contains(got, "go1.") || strings.Count(got, "\n") != 1 {
+		t.Errorf("--version printed %q, want one line: chat-server <version>; go1.x", got)
+	}
 }
