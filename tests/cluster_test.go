@@ -264,16 +264,7 @@ func TestClusterSlowConsumerAcrossNodes(t *testing.T) {
 	lazy := chattest.LoggedIn(t, a1, "lazy")
 	_ = lazy.TCP().SetReadBuffer(16 << 10)
 	line := "SEND lazy " + strings.Repeat("x", 60<<10) + "\n"
-	for i := 0; ; i++ {
-		sender.Send(line)
-		r := sender.Line()
-		if r == "BAD-DEST-USER" {
-			break
-		}
-		if r != "SEND-OK" || i > 10_000 {
-			t.Fatalf("reply %d = %q, want SEND-OK until BAD-DEST-USER", i, r)
-		}
-	}
+	sender.SendUntilBadDest(line, 10_000)
 	expectClosed(t, srv1, map[chat.CloseReason]uint64{chat.ReasonSlowConsumer: 1})
 	sender.Send("LIST\n")
 	sender.Expect("LIST-OK sender")

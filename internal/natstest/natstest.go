@@ -50,14 +50,7 @@ func WithoutJetStream() Option {
 // 1 MiB) unless opts change them.
 func Run(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	o := server.Options{
-		Host:      "127.0.0.1",
-		Port:      freePort(t),
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	}
+	o := baseOptions(t)
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -121,6 +114,19 @@ type Cluster struct {
 	Nodes []*Server
 }
 
+// baseOptions are every test NATS server's: on 127.0.0.1, a free port,
+// JetStream in the test's temporary directory, no logs, no signals.
+func baseOptions(t testing.TB) server.Options {
+	return server.Options{
+		Host:      "127.0.0.1",
+		Port:      freePort(t),
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}
+}
+
 // RunCluster starts n routed NATS servers with JetStream, changed by
 // opts, and waits until JetStream has a leader.
 func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
@@ -137,17 +143,10 @@ func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
 				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 			}
 		}
-		o := server.Options{
-			ServerName: fmt.Sprintf("nats-%d", i),
-			Host:       "127.0.0.1",
-			Port:       freePort(t),
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: routePorts[i]},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		}
+		o := baseOptions(t)
+		o.ServerName = fmt.Sprintf("nats-%d", i)
+		o.Cluster = server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: routePorts[i]}
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		for _, opt := range opts {
 			opt(&o)
 		}

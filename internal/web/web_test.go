@@ -169,16 +169,7 @@ func TestSlowBrowserIsASlowConsumer(t *testing.T) {
 	webtest.Connect(t, url(f.webAddr)).Login("lazy") // reads nothing from here on
 	sender := chattest.LoggedIn(t, f.srv.Addr, "sender")
 	line := "SEND lazy " + strings.Repeat("x", 60<<10) + "\n"
-	for i := 0; ; i++ {
-		sender.Send(line)
-		r := sender.Line()
-		if r == "BAD-DEST-USER" {
-			break
-		}
-		if r != "SEND-OK" || i > 10_000 {
-			t.Fatalf("reply %d = %q, want SEND-OK until BAD-DEST-USER", i, r)
-		}
-	}
+	sender.SendUntilBadDest(line, 10_000)
 	chattest.Eventually(t, "the slow browser to be counted", func() bool {
 		return f.srv.Stats().Closed[chat.ReasonSlowConsumer] == 1
 	})

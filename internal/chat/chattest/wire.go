@@ -144,6 +144,24 @@ func (w *Wire) Login(name string) *Wire {
 	return w
 }
 
+// SendUntilBadDest sends line, a SEND, again and again while the server
+// answers SEND-OK, until it answers BAD-DEST-USER: its recipient, who
+// does not read, was cut off as a slow consumer. Any other reply, or more
+// than max SEND-OKs, fails the test.
+func (w *Wire) SendUntilBadDest(line string, max int) {
+	w.T.Helper()
+	for i := 0; ; i++ {
+		w.Send(line)
+		r := w.Line()
+		if r == "BAD-DEST-USER" {
+			return
+		}
+		if r != "SEND-OK" || i > max {
+			w.T.Fatalf("reply %d = %q, want SEND-OK until BAD-DEST-USER", i, r)
+		}
+	}
+}
+
 // Reset closes the connection with a TCP reset instead of a FIN.
 func (w *Wire) Reset() {
 	_ = w.TCP().SetLinger(0)
