@@ -1,11 +1,12 @@
-# Helpers shared by compare.sh and conns.sh: build, start and stop servers
-# on 127.0.0.1, clean up on exit. Source it; it sets a trap on EXIT.
+# Helpers shared by the bench scripts: build, start and stop servers on
+# 127.0.0.1, clean up on exit. Source it; it sets a trap on EXIT.
 
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/chat-bench.XXXXXX")
 started=() # every server PID this script started
+running=() # the servers started since the last stop_all
 
 cleanup() {
 	local pid
@@ -38,6 +39,15 @@ build() {
 	(cd "$root" && go build -o "$tmp/chat-server" ./cmd/chat-server && go build -o "$tmp/chat-bench" ./cmd/chat-bench)
 }
 
+# build_nats_js puts a nats-server with JetStream, the version go.mod
+# names, into $tmp, for cluster mode (Debian's is too old for it), with a
+# max_payload that carries the default line cap.
+build_nats_js() {
+	log "building nats-server for cluster mode"
+	(cd "$root" && go build -o "$tmp/nats-server-js" github.com/nats-io/nats-server/v2)
+	printf 'max_payload: 4MB\n' >"$tmp/nats.conf"
+}
+
 # port_free reports whether nothing listens on 127.0.0.1:$1.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -60,10 +70,13 @@ start_server() {
 	case $target in
 	chat) "$tmp/chat-server" -a 127.0.0.1 -p "$port" --rate 0 "$@" >"$logfile" 2>&1 & ;;
 	nats) nats-server -a 127.0.0.1 -p "$port" "$@" >"$logfile" 2>&1 & ;;
+	natsjs) "$tmp/nats-server-js" -a 127.0.0.1 -p "$port" -js -sd "$tmp/js-$port" -c "$tmp/nats.conf" "$@" >"$logfile" 2>&1 & ;;
+	floor) "$tmp/floor-relay" -addr "127.0.0.1:$port" "$@" >"$logfile" 2>&1 & ;;
 	*) log "unknown target $target"; return 1 ;;
 	esac
 	server_pid=$! server_port=$port
 	started+=("$server_pid")
+	running+=("$server_pid")
 	for tries in $(seq 100); do
 		kill -0 "$server_pid" 2>/dev/null || { log "$target exited; log:"; cat "$logfile" >&2; return 1; }
 		port_free "$port" || return 0
@@ -84,6 +97,17 @@ stop_server() {
 	done
 	kill -9 "$server_pid" 2>/dev/null || true
 	wait "$server_pid" 2>/dev/null || true
+}
+
+# stop_all stops every server started since the last stop_all, the last
+# first (chat servers before the NATS they use).
+stop_all() {
+	local i
+	for ((i = ${#running[@]} - 1; i >= 0; i--)); do
+		server_pid=${running[i]}
+		stop_server
+	done
+	running=()
 }
 
 # bench ARGS... runs chat-bench against the server started last, bounded

@@ -46,13 +46,13 @@ type connsResult struct {
 // runConns opens cfg.conns idle users, reads the server's RSS, checks
 // that the server still answers LIST (chat) and delivers a message to the
 // first user, and closes them all.
-func runConns(ctx context.Context, w wire, cfg connsConfig, pid int) *connsResult {
+func runConns(ctx context.Context, w wire, cfg connsConfig, pids []int) *connsResult {
 	res := &connsResult{Target: w.name(), Conns: cfg.conns, SrcAddrs: cfg.srcAddrs}
 	ctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, fmt.Errorf("timed out after %v", cfg.timeout))
 	defer cancel()
 	raiseNoFile()
 
-	before := sample(pid)
+	before := sample(pids)
 	start := time.Now()
 	conns, err := openIdle(ctx, w, cfg)
 	defer func() {
@@ -68,7 +68,7 @@ func runConns(ctx context.Context, w wire, cfg connsConfig, pid int) *connsResul
 			res.Opened++
 		}
 	}
-	after := sample(pid)
+	after := sample(pids)
 	if before.server && after.server && res.Opened > 0 {
 		// Per connection actually open: a run cut short still measures.
 		d := float64(after.serverRSS-before.serverRSS) / float64(res.Opened)

@@ -171,7 +171,7 @@ type stream struct {
 // timeout, and returns what it measured. It returns an error only when
 // the connections cannot be set up; a failed run is reported in its
 // result.
-func runLoad(ctx context.Context, w wire, cfg loadConfig, pid int) (*loadResult, error) {
+func runLoad(ctx context.Context, w wire, cfg loadConfig, pids []int) (*loadResult, error) {
 	ctx, stopTimer := context.WithTimeoutCause(ctx, cfg.timeout, fmt.Errorf("timed out after %v", cfg.timeout))
 	defer stopTimer()
 	l := &load{cfg: cfg, w: w, done: make(chan struct{})}
@@ -188,7 +188,7 @@ func runLoad(ctx context.Context, w wire, cfg loadConfig, pid int) (*loadResult,
 		want += total
 	}
 	l.remaining.Store(want)
-	before := sample(pid)
+	before := sample(pids)
 	var wg sync.WaitGroup
 	l.start = time.Now()
 	for i, r := range l.receivers {
@@ -203,7 +203,7 @@ func runLoad(ctx context.Context, w wire, cfg loadConfig, pid int) (*loadResult,
 	case <-l.ctx.Done():
 	}
 	elapsed := time.Since(l.start)
-	after := sample(pid)
+	after := sample(pids)
 	abort := context.Cause(l.ctx)
 	l.cancel(errDone)
 	l.closeAll()

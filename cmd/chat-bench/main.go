@@ -46,6 +46,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -77,7 +79,7 @@ type options struct {
 	size     int
 	window   int64
 	timeout  time.Duration
-	pid      int
+	pids     []int
 	json     bool
 	srcAddrs int
 }
@@ -92,13 +94,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var res interface{ writeTable(io.Writer) error }
 	var ok bool
 	if opts.shape == "conns" {
-		r := runConns(ctx, w, connsConfig{addr: opts.addr, conns: opts.n, srcAddrs: opts.srcAddrs, timeout: opts.timeout}, opts.pid)
+		r := runConns(ctx, w, connsConfig{addr: opts.addr, conns: opts.n, srcAddrs: opts.srcAddrs, timeout: opts.timeout}, opts.pids)
 		res, ok = r, r.OK
 	} else {
 		r, err := runLoad(ctx, w, loadConfig{
 			addr: opts.addr, recvAddr: opts.recvAddr, shape: shapes[opts.shape], senders: opts.n, messages: opts.m,
 			size: opts.size, window: opts.window, timeout: opts.timeout,
-		}, opts.pid)
+		}, opts.pids)
 		if err != nil {
 			return err
 		}
@@ -141,7 +143,16 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.IntVar(&opts.size, "size", opts.size, fmt.Sprintf("payload bytes (at least %d)", minPayload))
 	fs.Int64Var(&opts.window, "window", opts.window, "messages a sender may have sent but not yet seen delivered")
 	fs.DurationVar(&opts.timeout, "timeout", opts.timeout, "hard bound on the run; after it, partial results and a non-zero exit")
-	fs.IntVar(&opts.pid, "pid", 0, "server's process id: report its CPU per message and RSS from /proc")
+	fs.Func("pid", "server's process `id[,id...]`: report its CPU per message and RSS from /proc (several: their sum, as for the chat servers and NATS of a cluster)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("not a process id: %q", f)
+			}
+			opts.pids = append(opts.pids, pid)
+		}
+		return nil
+	})
 	fs.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	fs.IntVar(&opts.srcAddrs, "src-addrs", opts.srcAddrs, "conns: spread connections over 127.0.0.1 ... 127.0.0.N (beyond ~28k connections)")
 	help := func() (options, error) {
@@ -195,11 +206,9 @@ func (o options) validate() error {
 	} else if o.srcAddrs > 1 && !netip.MustParseAddrPort(o.addr).Addr().Is4() {
 		errs = append(errs, fmt.Errorf("--src-addrs needs an IPv4 --addr, got %q", o.addr))
 	}
-	if o.pid < 0 {
-		errs = append(errs, fmt.Errorf("--pid must be a process id, got %d", o.pid))
-	} else if o.pid > 0 {
-		if _, err := procCPU(o.pid); err != nil {
-			errs = append(errs, fmt.Errorf("--pid %d: %w", o.pid, err))
+	for _, pid := range o.pids {
+		if _, err := procCPU(pid); err != nil {
+			errs = append(errs, fmt.Errorf("--pid %d: %w", pid, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,5 +378,24 @@ func TestChatFrameIsAppendSend(t *testing.T) {
 	got := string(head) + string(payload) + string(tail)
 	if want := string(protocol.AppendSend(nil, "r3", string(payload))); got != want {
 		t.Errorf("frame = %q, want %q", got, want)
+	}
+}
+
+// TestPidList: --pid takes several processes (a cluster's chat servers
+// and NATS) and reports their sum.
+func TestPidList(t *testing.T) {
+	self, parent := os.Getpid(), os.Getppid()
+	opts, err := parseArgs([]string{"pairs", "--pid", fmt.Sprintf("%d,%d", self, parent)}, io.Discard)
+	if err != nil || !slices.Equal(opts.pids, []int{self, parent}) {
+		t.Fatalf("--pid %d,%d: %v, %v", self, parent, opts.pids, err)
+	}
+	for _, bad := range []string{"x", "0", "1,", "-3"} {
+		if _, err := parseArgs([]string{"pairs", "--pid", bad}, io.Discard); err == nil {
+			t.Errorf("--pid %q accepted", bad)
+		}
+	}
+	one, both := sample([]int{self}), sample([]int{self, parent})
+	if !one.server || !both.server || both.serverRSS <= one.serverRSS || both.serverCPU < one.serverCPU {
+		t.Errorf("one process %+v, two %+v: want the two summed", one, both)
 	}
 }

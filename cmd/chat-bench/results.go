@@ -20,29 +20,30 @@ import (
 // every Linux the bench runs on; reading it needs sysconf, i.e. cgo).
 const clockTick = 10 * time.Millisecond
 
-// usage is the CPU time and memory of the server and of the bench at one
-// moment.
+// usage is the CPU time and memory of the server (every process of it:
+// the chat servers and NATS of a cluster) and of the bench at one moment.
 type usage struct {
-	server    bool // pid was given and readable
+	server    bool // pids were given and readable
 	serverCPU time.Duration
 	serverRSS int64 // bytes
 	benchCPU  time.Duration
 }
 
-// sample reads the usage now; with pid 0 only the bench's own.
-func sample(pid int) usage {
+// sample reads the usage now; without pids only the bench's own.
+func sample(pids []int) usage {
 	var u usage
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		u.benchCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	if pid == 0 {
-		return u
+	u.server = len(pids) > 0
+	for _, pid := range pids {
+		cpu, err1 := procCPU(pid)
+		rss, err2 := procRSS(pid)
+		u.server = u.server && err1 == nil && err2 == nil
+		u.serverCPU += cpu
+		u.serverRSS += rss
 	}
-	cpu, err1 := procCPU(pid)
-	rss, err2 := procRSS(pid)
-	u.server = err1 == nil && err2 == nil
-	u.serverCPU, u.serverRSS = cpu, rss
 	return u
 }
 
