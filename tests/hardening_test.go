@@ -133,6 +133,10 @@ func TestSlowConsumerOwnReplies(t *testing.T) {
 					watchers = append(watchers, chattest.LoggedIn(t, addr, long(i)))
 				}
 				lazy := chattest.LoggedIn(t, addr, "lazy")
+				// A small window, so that what the lazy client leaves unread
+				// fills the sockets soon, also where LIST is slow (cluster
+				// mode: a NATS request each).
+				_ = lazy.TCP().SetReadBuffer(16 << 10)
 				stopPairs := startPairs(t, addr, "p", 1)
 
 				// Many requests per write, so the loop is short.

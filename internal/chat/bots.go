@@ -74,6 +74,7 @@ func (srv *Server) newBot(name string, answer botAnswer) (*botLink, bool) {
 	s.transport = TransportBot
 	l := &botLink{sess: s, name: name, answer: answer, wakeup: make(chan struct{}, 1), stopped: make(chan struct{})}
 	s.link = l
+	s.mayBlock = true // its goroutine is the bot's own
 	if _, ok := srv.admit(s); !ok {
 		return nil, false
 	}

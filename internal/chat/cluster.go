@@ -51,6 +51,10 @@ type Cluster interface {
 	// may block while it looks the recipient up; msg is only read during
 	// the call.
 	Forward(from string, to, msg []byte, done Forwarded, id uint64)
+	// TryForward is Forward that never blocks: where Forward would wait
+	// (the recipient must be looked up first), it does nothing and
+	// returns false, and the caller calls Forward from where it may wait.
+	TryForward(from string, to, msg []byte, done Forwarded, id uint64) bool
 }
 
 // Members is this server's users as its cluster reaches them.
@@ -120,6 +124,13 @@ func (l *Lease) Revoke() {
 // server) always is.
 func (l *Lease) Valid() bool {
 	return l == nil || time.Since(l.base) < l.state.Load().until
+}
+
+// Of reports whether the lease is of epoch, valid or not: a cheap check,
+// with no clock read, for code whose every effect is checked with Valid
+// or Holds when it happens.
+func (l *Lease) Of(epoch uint64) bool {
+	return l == nil || l.state.Load().epoch == epoch
 }
 
 // Holds reports whether the lease is valid now and of epoch.

@@ -41,6 +41,7 @@ type connLink struct {
 func newConnLink(s *session, conn net.Conn) *connLink {
 	l := &connLink{sess: s, conn: conn, raw: rawConn(conn), wakeup: make(chan struct{}, 1), writerDone: make(chan struct{}), stopped: make(chan struct{})}
 	s.link = l
+	s.mayBlock = true // its read loop is the connection's own goroutine
 	return l
 }
 

@@ -102,6 +102,32 @@ func (h *heldReplies) hold() uint64 {
 	return h.appendLocked(replySlot{state: slotWaiting})
 }
 
+// tryHold is hold that does not wait: false while maxForwards are
+// waiting.
+func (h *heldReplies) tryHold() (uint64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.forwards >= maxForwards {
+		return 0, false
+	}
+	h.forwards++
+	return h.appendLocked(replySlot{state: slotWaiting}), true
+}
+
+// unhold gives back the place hold or tryHold just took, for a forward
+// that was not made. It is the last place, and still waiting: answers to
+// earlier ones stop there.
+func (h *heldReplies) unhold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.end--
+	h.slots[h.end] = replySlot{}
+	h.forwards--
+	if h.start == h.end {
+		h.start, h.end = 0, 0
+	}
+}
+
 func (h *heldReplies) appendLocked(slot replySlot) uint64 {
 	if h.end == len(h.slots) {
 		// Full at the back: move what waits to the front, or grow.
@@ -200,11 +226,24 @@ func (h *heldReplies) wait(limit time.Duration) {
 
 // forward hands a SEND to the cluster for a user this server does not
 // hold. The replies so far are queued first, so the SEND's slot comes
-// after them.
+// after them. Where the session may not wait (an event loop), a forward
+// that would (the recipient must be looked up, or too many forwards wait)
+// is offloaded.
 func (s *session) forward(toName, message []byte) error {
 	if !s.flushReplies() {
 		return endSession(s.stop)
 	}
-	s.srv.cluster.Forward(s.claim.Name, toName, message, s, s.held.hold())
+	if s.mayBlock {
+		s.srv.cluster.Forward(s.claim.Name, toName, message, s, s.held.hold())
+		return nil
+	}
+	id, ok := s.held.tryHold()
+	if !ok {
+		return errOffload
+	}
+	if !s.srv.cluster.TryForward(s.claim.Name, toName, message, s, id) {
+		s.held.unhold()
+		return errOffload
+	}
 	return nil
 }

@@ -55,9 +55,10 @@ type loop struct {
 	sleeping atomic.Bool // in or about to enter epoll_wait: wakers must write wakeFd
 	stopping atomic.Bool // Shutdown began: accept no more, exit once conns are gone
 
-	mu    sync.Mutex
-	woken []*pollConn // guarded by mu: conns with news from other goroutines
-	spare []*pollConn // owned by the loop: the other woken list, swapped in
+	mu       sync.Mutex
+	woken    []*pollConn // guarded by mu: conns with news from other goroutines
+	returned []*pollConn // guarded by mu: conns whose goroutine gave the session back
+	spare    []*pollConn // owned by the loop: the other woken list, swapped in
 }
 
 func newLoop(p *poller) (*loop, error) {
@@ -172,7 +173,7 @@ func (l *loop) run() {
 func (l *loop) waitMillis() int {
 	l.sleeping.Store(true)
 	l.mu.Lock()
-	news := len(l.woken) > 0
+	news := len(l.woken) > 0 || len(l.returned) > 0
 	l.mu.Unlock()
 	if news {
 		return 0
@@ -201,11 +202,16 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 	}
 }
 
-// takeWoken moves the conns other goroutines notified onto the flush list.
+// takeWoken moves the conns other goroutines notified onto the flush
+// list, and takes back the sessions goroutines are done with.
 func (l *loop) takeWoken() {
 	l.mu.Lock()
 	woken := l.woken
 	l.woken = l.spare
+	var returned []*pollConn
+	if len(l.returned) > 0 {
+		returned, l.returned = l.returned, nil
+	}
 	l.mu.Unlock()
 	for i, pc := range woken {
 		pc.notified.Store(false)
@@ -213,6 +219,63 @@ func (l *loop) takeWoken() {
 		woken[i] = nil
 	}
 	l.spare = woken[:0]
+	for _, pc := range returned {
+		l.back(pc)
+	}
+}
+
+// goAway hands pc's session to a goroutine of its own that may wait on
+// the cluster (run), which calls giveBack when done. The socket leaves the
+// epoll set meanwhile: nothing is read, and a hang-up cannot spin the loop.
+func (l *loop) goAway(pc *pollConn, run func()) {
+	pc.away = true
+	if pc.fd >= 0 {
+		_ = l.ctl(unix.EPOLL_CTL_DEL, pc.fd, 0, 0)
+	}
+	go run()
+}
+
+// giveBack returns pc's session to the loop, from the goroutine that had
+// it, with what handling returned.
+func (l *loop) giveBack(pc *pollConn, wait time.Duration, ok bool) {
+	pc.backWait, pc.backOK = wait, ok
+	l.mu.Lock()
+	l.returned = append(l.returned, pc)
+	l.mu.Unlock()
+	if l.sleeping.Swap(false) {
+		l.wakeUp()
+	}
+}
+
+// back takes pc's session back from its goroutine.
+func (l *loop) back(pc *pollConn) {
+	pc.away = false
+	switch {
+	case pc.fd < 0:
+		l.finish(pc) // closed meanwhile
+		return
+	case l.ctl(unix.EPOLL_CTL_ADD, pc.fd, pc.events(), pc.sess.id) != nil:
+		pc.sess.end(ReasonReset)
+	}
+	l.queueFlush(pc)
+	if !pc.readDone { // an offloaded request, not a logout
+		l.handled(pc, pc.backWait, pc.backOK)
+	}
+}
+
+// stopReading tells pc's session its reading side stopped. In cluster
+// mode that waits on NATS (the logout), so a goroutine does it and true
+// is returned: back goes on once it is done.
+func (l *loop) stopReading(pc *pollConn, reason CloseReason) bool {
+	if l.srv.cluster == nil {
+		pc.sess.readStopped(reason)
+		return false
+	}
+	l.goAway(pc, func() {
+		pc.sess.readStopped(reason)
+		l.giveBack(pc, 0, false)
+	})
+	return true
 }
 
 func (l *loop) queueFlush(pc *pollConn) {
@@ -243,7 +306,7 @@ func (l *loop) tick(now time.Time) {
 	l.nextTick = now.Add(tickInterval)
 	l.ticks++
 	for pc := range l.holding {
-		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) {
+		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) && !pc.away {
 			// Quiet for a whole tick: give its big buffers back.
 			delete(l.holding, pc)
 			pc.batch = dropBig(pc.batch)
@@ -252,7 +315,10 @@ func (l *loop) tick(now time.Time) {
 		}
 	}
 	for pc := range l.loginPending {
-		if now.After(pc.loginDeadline) {
+		switch {
+		case pc.loginDone.Load():
+			delete(l.loginPending, pc)
+		case now.After(pc.loginDeadline) && !pc.away:
 			l.endRead(pc, ReasonLoginTimeout)
 		}
 	}
@@ -291,17 +357,27 @@ func (l *loop) read(pc *pollConn) {
 			pc.flushedTick = l.ticks
 			l.holding[pc] = struct{}{}
 		}
-		switch {
-		case !ok:
-			l.endRead(pc, pc.sess.stop)
-		case wait > 0:
-			l.holdBack(pc, time.Now().Add(wait))
-		}
+		l.handled(pc, wait, ok)
 	case n == 0:
 		l.endRead(pc, ReasonClientClosed)
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 	default:
 		l.endRead(pc, ReasonReset)
+	}
+}
+
+// handled goes on after the session handled input: it ends, waits for a
+// goroutine (offloading), or is held back by flood control.
+func (l *loop) handled(pc *pollConn, wait time.Duration, ok bool) {
+	switch {
+	case !ok:
+		l.endRead(pc, pc.sess.stop)
+	case pc.sess.offloading():
+		l.goAway(pc, func() {
+			pc.sess.offload(func(wait time.Duration, ok bool) { l.giveBack(pc, wait, ok) })
+		})
+	case wait > 0:
+		l.holdBack(pc, time.Now().Add(wait))
 	}
 }
 
@@ -318,18 +394,11 @@ func (l *loop) holdBack(pc *pollConn, resume time.Time) {
 func (l *loop) resume(pc *pollConn, now time.Time) {
 	delete(l.heldBack, pc)
 	pc.resumeAt = time.Time{}
+	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)
 	if pc.sess.holdingBack() {
 		wait, ok := pc.sess.resume()
-		if !ok {
-			l.endRead(pc, pc.sess.stop)
-			return
-		}
-		if wait > 0 {
-			l.holdBack(pc, now.Add(wait))
-			return
-		}
+		l.handled(pc, wait, ok)
 	}
-	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)
 }
 
 // endRead stops reading pc: a half-closed socket stays readable, and the
@@ -339,5 +408,5 @@ func (l *loop) endRead(pc *pollConn, reason CloseReason) {
 	delete(l.loginPending, pc)
 	delete(l.heldBack, pc)
 	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)
-	pc.sess.readStopped(reason)
+	l.stopReading(pc, reason)
 }

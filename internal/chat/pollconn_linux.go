@@ -24,9 +24,18 @@ type pollConn struct {
 	wantWrite     bool      // EPOLLOUT is in the epoll set
 	readDone      bool      // the read side ended; only draining is left
 	queued        bool      // on the loop's flush list
+	// away: a goroutine has the session's reading side (cluster mode: a
+	// request or a logout that waits on NATS). The socket is out of the
+	// epoll set meanwhile; it is still written when output comes.
+	away bool
 
-	notified atomic.Bool // on the loop's woken list
-	shutNow  atomic.Bool // end asked for the socket to close at once
+	// Set by the goroutine that had the session, before it gives it back.
+	backWait time.Duration
+	backOK   bool
+
+	notified  atomic.Bool // on the loop's woken list
+	shutNow   atomic.Bool // end asked for the socket to close at once
+	loginDone atomic.Bool // logged in: no login deadline (set on the reading side)
 }
 
 const pollIn = unix.EPOLLIN | unix.EPOLLRDHUP
@@ -112,21 +121,32 @@ func (l *loop) drained(pc *pollConn) {
 	}
 }
 
-// close closes pc's socket and ends its session.
+// close closes pc's socket and, unless a goroutine has the session (back
+// finishes then), finishes the session.
 func (l *loop) close(pc *pollConn) {
 	if pc.fd < 0 {
 		return
 	}
-	delete(l.conns, pc.sess.id)
 	delete(l.loginPending, pc)
 	delete(l.stalled, pc)
 	delete(l.holding, pc)
 	delete(l.heldBack, pc)
+	pc.closeNow()
+	if !pc.away {
+		l.finish(pc)
+	}
+}
+
+// finish is a closed pc's last step: its reading side stops, if it has
+// not (ended elsewhere; that reason stands), and the session is closed.
+func (l *loop) finish(pc *pollConn) {
 	if !pc.readDone {
 		pc.readDone = true
-		pc.sess.readStopped(ReasonReset) // ended elsewhere; that reason stands
+		if l.stopReading(pc, ReasonReset) {
+			return // back finishes it
+		}
 	}
-	pc.closeNow()
+	delete(l.conns, pc.sess.id)
 	pc.sess.closed()
 }
 
@@ -143,10 +163,10 @@ func (pc *pollConn) shut(graceful bool) {
 	pc.loop.notify(pc) // bypass notified: a pending wake may predate the shut
 }
 
-// loggedIn lifts the login deadline. Only the loop calls it (the session
-// handles requests on the loop).
+// loggedIn lifts the login deadline. The reading side calls it: the loop,
+// or the goroutine that has the session.
 func (pc *pollConn) loggedIn() {
-	delete(pc.loop.loginPending, pc)
+	pc.loginDone.Store(true)
 }
 
 func (pc *pollConn) closeNow() {

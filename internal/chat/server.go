@@ -14,11 +14,14 @@
 // session as a slow consumer. Server.wg counts live connections; Shutdown
 // waits for them. Serve waits for its own goroutines.
 //
-// Cluster mode: every connection is a connLink, because its read loop may
-// wait on the cluster (a login, a LIST, a logout, a full window of
-// forwarded SENDs). The cluster's own goroutines call into sessions only
-// to queue: deliveries from other servers, evictions, and the answers to
-// forwarded SENDs (forward.go).
+// Cluster mode: a login, a LIST, a logout, a SEND to a user not yet looked
+// up and a full window of forwarded SENDs wait on NATS. A connLink's read
+// loop waits; an event loop must not, so it hands the session to a
+// goroutine of its own for that request and the rest of what was read
+// (session.offload, loop.goAway), and takes it back when done. The
+// cluster's own goroutines call into sessions only to queue: deliveries
+// from other servers, evictions, and the answers to forwarded SENDs
+// (forward.go).
 //
 // Locks, in tiers: registry.mu first; then heldReplies.mu or Server.mu;
 // then outbox.mu. Only these pairs nest: registry.mu with outbox.mu (a
@@ -69,9 +72,8 @@ type Server struct {
 	users *registry // the users logged in on this server
 	// cluster is Config.Cluster: nil on a single server. In cluster mode
 	// SENDs to users not here are forwarded, answered later (forward.go),
-	// every DELIVERY waits for lease, and every connection is served by a
-	// goroutine pair, whose read loop may wait on the cluster without
-	// holding up other connections.
+	// every DELIVERY waits for lease, and a request that waits on the
+	// cluster never holds up other connections (see the package comment).
 	cluster  Cluster
 	lease    *Lease // cluster mode only; nil means always valid
 	counters counters
@@ -138,7 +140,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
-	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop && srv.cluster == nil {
+	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
 		return srv.servePolled(tcp)
 	}
 	var backoff time.Duration

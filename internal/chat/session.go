@@ -48,7 +48,14 @@ type session struct {
 	stop       CloseReason                       // why handle returned false
 	bucket     bucket                            // flood control
 	throttled  bool                              // handle stopped for flood control, not to end the session
-	pending    []byte                            // read, not yet handled: flood control holds it back
+	pending    []byte                            // read, not yet handled: flood control or an offload holds it back
+	// Cluster mode on an event loop, which must not wait: a request that
+	// would wait on the cluster stops handling (errOffload), and the link
+	// hands the rest to a goroutine of its own (offload), where mayBlock
+	// is set. A goroutine pair's or a bot's session always has mayBlock.
+	mayBlock    bool
+	offloadNow  bool   // handle stopped for an offload
+	offloadLine []byte // the line that must wait, handled again by offload
 
 	prev, next *session // guarded by registry.mu: the login order
 
@@ -117,6 +124,23 @@ func (s *session) resume() (wait time.Duration, ok bool) {
 	return s.handleInput(s.pending)
 }
 
+// offloading reports whether handling stopped at a request that must
+// wait on the cluster: the link must call offload on a goroutine of its
+// own, and neither read nor resume until offload is done.
+func (s *session) offloading() bool {
+	return s.offloadNow
+}
+
+// offload handles what handleInput left to it (offloading), on the
+// calling goroutine, which may wait on the cluster, and then tells done
+// what receive would have returned. The link reads nothing meanwhile.
+func (s *session) offload(done func(wait time.Duration, ok bool)) {
+	s.offloadNow, s.mayBlock = false, true
+	wait, ok := s.handleInput(s.pending)
+	s.mayBlock = false
+	done(wait, ok)
+}
+
 // holdingBack reports whether flood control holds back part of what was
 // read: the link must call resume, not read.
 func (s *session) holdingBack() bool {
@@ -137,6 +161,12 @@ func (s *session) handleInput(data []byte) (wait time.Duration, ok bool) {
 	}
 	s.throttled = false
 	n, fed := s.framer.Feed(data, s.handleLine)
+	if s.offloadNow {
+		// The line again, then the rest: offload handles both, in order.
+		rest := data[n:]
+		s.pending = append(append(make([]byte, 0, len(s.offloadLine)+len(rest)), s.offloadLine...), rest...)
+		return 0, s.flushReplies()
+	}
 	s.pending = append(s.pending[:0], data[n:]...) // data may be s.pending: copy moves
 	if !fed && !s.throttled || !s.flushReplies() {
 		return 0, false
@@ -197,6 +227,11 @@ func (s *session) handle(line []byte, err error) bool {
 	if err == nil {
 		err = s.dispatch(line)
 	}
+	if err == errOffload {
+		s.offloadLine = append(append(s.offloadLine[:0], line...), '\n')
+		s.offloadNow = true
+		return false // the rest waits for offload
+	}
 	if s.srv.trace {
 		s.traceIn(line, err, wasLoggedIn)
 	}
@@ -253,6 +288,11 @@ func (e endSession) Error() string { return "chat: end the session: " + CloseRea
 // vouch for its claim.
 const errFenced = endSession(ReasonFenced)
 
+// errOffload is the outcome of a request that must wait on the cluster
+// where the session may not (mayBlock is unset): nothing was done, and
+// the request is handled again by offload.
+var errOffload = errors.New("chat: the request must wait on the cluster")
+
 // dispatch runs one request, appending its replies, and returns the
 // protocol error to answer instead, if any. The checks run in the
 // protocol's order: header, login state, body, then the request itself.
@@ -272,13 +312,23 @@ func (s *session) dispatch(line []byte) error {
 			s.log().Info("login failed", "user", string(name), "reply", protocol.ReplyBadBody.String(), "result", LoginBadName.String(), "why", protocol.ExplainName(name))
 		}
 		return err
-	case loggedIn && !s.srv.lease.Holds(s.claim.Epoch):
+	case loggedIn && !s.srv.lease.Of(s.claim.Epoch):
+		// The claim is from before a fence. (Whether the lease is still
+		// valid is checked where it matters: a DELIVERY is queued, a
+		// forward sent, a claim made.)
 		return errFenced
 	}
+	mustWait := s.srv.cluster != nil && !s.mayBlock // a cluster's login and LIST ask NATS
 	switch req.Command {
 	case protocol.CmdHelloFrom:
+		if mustWait {
+			return errOffload
+		}
 		return s.login(req.Name)
 	case protocol.CmdList:
+		if mustWait {
+			return errOffload
+		}
 		s.list()
 	case protocol.CmdSend:
 		return s.send(req.Name, req.Message)

@@ -226,7 +226,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // List reads the claims in stream order, which is login order, and leaves
-// out those of nodes whose lease is gone (not yet swept).
+// out those of nodes whose lease is gone (not yet swept). Which nodes hold
+// a lease comes from the view pollView keeps (at most viewPoll old); only
+// a claim of a node not in it (one that just joined, or just died) makes
+// List read the leases itself.
 func (c *Cluster) List(dst []string) ([]string, error) {
 	ctx, cancel := c.requestContext()
 	defer cancel()
@@ -234,9 +237,14 @@ func (c *Cluster) List(dst []string) ([]string, error) {
 	if err != nil {
 		return dst, err
 	}
-	alive, err := c.liveNodes(ctx)
-	if err != nil {
-		return dst, err
+	alive := *c.alive.Load()
+	for _, cl := range snap.claims {
+		if !alive[cl.node] {
+			if alive, err = c.liveNodes(ctx); err != nil {
+				return dst, err
+			}
+			break
+		}
 	}
 	for _, cl := range snap.claims {
 		if alive[cl.node] {

@@ -15,29 +15,52 @@ import (
 // recipient's claim. The record names that claim: the recipient's node
 // delivers it to that login only, and answers whether it did.
 func (c *Cluster) Forward(from string, to, msg []byte, done chat.Forwarded, id uint64) {
-	c.forwards.Add(1)
+	c.forward(from, to, msg, done, id, true)
+}
+
+// TryForward is Forward from where waiting is not allowed (an event
+// loop): it does nothing and returns false where Forward would ask NATS
+// first (the recipient is not in the directory, or its node's channel is
+// not open yet).
+func (c *Cluster) TryForward(from string, to, msg []byte, done chat.Forwarded, id uint64) bool {
+	return c.forward(from, to, msg, done, id, false)
+}
+
+// forward is Forward, and TryForward without mayWait.
+func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id uint64, mayWait bool) bool {
 	n := c.node.Load()
+	r, known := c.dir.lookup(to)
+	var p *peer
+	if n != nil && known {
+		p = (*n.peers.Load())[r.node] // the channel is open: no request to make
+	}
+	if !mayWait && (n == nil || !known || p == nil) {
+		return false
+	}
+	c.forwards.Add(1)
 	if n == nil {
 		done.Forwarded(id, chat.NotDelivered)
-		return
+		return true
 	}
-	r, ok := c.dir.lookup(to)
-	if !ok {
-		r, ok = c.resolve(n, to)
+	if !known {
+		r, known = c.resolve(n, to)
 	}
-	if !ok || r.node == n.id {
+	if !known || r.node == n.id {
 		// Nobody holds the name, or a user of ours is logging in or out
 		// as it: either way not deliverable now (and never through NATS
 		// to ourselves, which could overtake a later local SEND).
 		done.Forwarded(id, chat.NotDelivered)
-		return
+		return true
 	}
-	ctx, cancel := c.requestContext()
-	p := c.peerFor(ctx, n, r.node)
-	cancel()
+	if p == nil {
+		ctx, cancel := c.requestContext()
+		p = c.peerFor(ctx, n, r.node)
+		cancel()
+	}
 	if p == nil || !p.appendSend(r.claim, to, from, msg, done, id) {
 		done.Forwarded(id, chat.NotDelivered)
 	}
+	return true
 }
 
 // route is where a user is: the node holding its claim, and the claim.

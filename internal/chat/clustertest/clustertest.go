@@ -102,6 +102,31 @@ func Run(t *testing.T, newCluster NewCluster) {
 			t.Errorf("forward to the new bob = %v, want Delivered", o)
 		}
 	})
+	t.Run("TryForward", func(t *testing.T) {
+		ms := start(t, 2, 16)
+		ms[0].login(t, "ann")
+		ms[1].login(t, "bob")
+		f := newForwards(1)
+		if ms[0].TryForward("ann", []byte("nobody"), []byte("x"), f, 0) {
+			t.Error("TryForward to a name never looked up was made; it must be left to Forward")
+		}
+		// The first forward opens the channel to bob's node, the second
+		// looks bob up over it: then bob's route is known.
+		for _, msg := range []string{"first", "second"} {
+			if o := ms[0].forward("ann", "bob", msg); o != chat.Delivered {
+				t.Fatalf("forward to bob = %v, want Delivered", o)
+			}
+		}
+		if !ms[0].TryForward("ann", []byte("bob"), []byte("third"), f, 0) {
+			t.Fatal("TryForward to a known recipient was not made")
+		}
+		if o := f.wait(t)[0]; o != chat.Delivered {
+			t.Errorf("TryForward to bob = %v, want Delivered", o)
+		}
+		if got := ms[1].got("bob"); !slices.Equal(got, []string{"ann first", "ann second", "ann third"}) {
+			t.Errorf("bob got %q", got)
+		}
+	})
 	t.Run("ForwardsInOrder", func(t *testing.T) {
 		const n = 10_000
 		ms := start(t, 2, 16)
