@@ -67,7 +67,7 @@ const MaxNameBytes = 64
 // ErrBadBody: the caller checks whether the command is allowed in its
 // state before it reports the body (the protocol's order of checks).
 func Parse(line []byte) (Request, error) {
-	header, body, hasBody := bytes.Cut(line, []byte{' '})
+	header, body, hasBody := cutSpace(line)
 	req := Request{Command: commandOf(header)}
 	switch req.Command {
 	case CmdHelloFrom:
@@ -80,7 +80,7 @@ func Parse(line []byte) (Request, error) {
 			return req, ErrBadBody
 		}
 	case CmdSend:
-		to, msg, hasMsg := bytes.Cut(body, []byte{' '})
+		to, msg, hasMsg := cutSpace(body)
 		if !hasBody || !hasMsg || !ValidName(to) || !ValidMessage(msg) {
 			return req, ErrBadBody
 		}
@@ -89,6 +89,15 @@ func Parse(line []byte) (Request, error) {
 		return req, ErrBadHeader
 	}
 	return req, nil
+}
+
+// cutSpace is bytes.Cut at the first space, without the general search
+// bytes.Cut goes through: parsing runs once per request and reply.
+func cutSpace(b []byte) (before, after []byte, found bool) {
+	if i := bytes.IndexByte(b, ' '); i >= 0 {
+		return b[:i], b[i+1:], true
+	}
+	return b, nil, false
 }
 
 // commandOf maps a header to its command, CmdUnknown if it is none of them.

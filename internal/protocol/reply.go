@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 )
@@ -97,7 +96,7 @@ var ErrBadReply = errors.New("protocol: malformed reply")
 
 // ParseReply parses one reply line, given without its "\n".
 func ParseReply(line []byte) (Reply, error) {
-	header, body, hasBody := bytes.Cut(line, []byte{' '})
+	header, body, hasBody := cutSpace(line)
 	var r Reply
 	for k := ReplyHello; k < NumReplyKinds; k++ {
 		if string(header) == replyHeaders[k] {
@@ -121,7 +120,7 @@ func ParseReply(line []byte) (Reply, error) {
 			r.Names = strings.Split(string(body), ",")
 		}
 	case ReplyDelivery:
-		from, msg, hasMsg := bytes.Cut(body, []byte{' '})
+		from, msg, hasMsg := cutSpace(body)
 		if !hasBody || !hasMsg || !ValidName(from) {
 			return r, ErrBadReply
 		}

@@ -15,6 +15,14 @@ func ValidName(name []byte) bool {
 		return false
 	}
 	for len(name) > 0 {
+		if c := name[0]; c < utf8.RuneSelf {
+			// Most names are ASCII: one lookup per byte, no decoding.
+			if !nameASCII[c] {
+				return false
+			}
+			name = name[1:]
+			continue
+		}
 		r, size := utf8.DecodeRune(name)
 		if r == utf8.RuneError && size <= 1 {
 			return false // invalid UTF-8
@@ -26,6 +34,15 @@ func ValidName(name []byte) bool {
 	}
 	return true
 }
+
+// nameASCII holds which ASCII characters a name may hold: the same rule,
+// worked out once.
+var nameASCII = func() (ok [utf8.RuneSelf]bool) {
+	for c := range rune(utf8.RuneSelf) {
+		ok[c] = c != ' ' && unicode.IsPrint(c) && !isReservedInName(c)
+	}
+	return ok
+}()
 
 // isReservedInName reports whether r is one of the characters a name may
 // not hold even though it is printable.
