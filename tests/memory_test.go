@@ -1,10 +1,14 @@
 package tests
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"chatserver/internal/chat/chattest"
 )
@@ -74,4 +78,97 @@ func TestPreLoginLinesCostLittle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBusyConnectionsShrinkOnceQuiet: pairs of users pass 16 KiB
+// messages as fast as they can, which grows their connections' buffers
+// to megabytes; once they are quiet, the server gives that memory back,
+// and its RSS returns to near what the same users cost before the burst.
+func TestBusyConnectionsShrinkOnceQuiet(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		engine string
+		flags  []string
+		slack  int64 // once quiet, RSS may exceed what it was by 2 MiB and 1/slack of it
+	}{
+		{"eventloops", nil, 10},
+		// Goroutine stacks that grew in the burst shrink only by halves,
+		// one per collection.
+		{"goroutines", []string{"--no-event-loop"}, 2},
+	} {
+		t.Run(tc.engine, func(t *testing.T) {
+			t.Parallel()
+			const pairs, messages = 64, 128
+			p := startProc(t, plainServerBinary(t), append([]string{"-a", "127.0.0.1", "-p", "0", "--rate", "0", "--max-users", "1000"}, tc.flags...)...)
+			addr := p.ListenAddr()
+			senders, receivers := make([]*chattest.Wire, pairs), make([]*chattest.Wire, pairs)
+			for i := range pairs {
+				senders[i] = chattest.LoggedIn(t, addr, fmt.Sprintf("s%d", i))
+				receivers[i] = chattest.LoggedIn(t, addr, fmt.Sprintf("r%d", i))
+			}
+			idle := p.RSS()
+
+			send := []byte(strings.Repeat("m", 16<<10))
+			var wg sync.WaitGroup
+			errs := make(chan error, 2*pairs)
+			for i := range pairs {
+				wg.Add(2)
+				go func(c net.Conn) {
+					defer wg.Done()
+					errs <- blastAndCount(c, fmt.Appendf(nil, "SEND r%d %s\n", i, send), messages, "SEND-OK")
+				}(senders[i].Conn)
+				go func(c net.Conn) {
+					defer wg.Done()
+					errs <- blastAndCount(c, nil, messages, "DELIVERY")
+				}(receivers[i].Conn)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			peak := p.RSS()
+
+			// Quiet now: within a few ticks the buffers go, and the memory
+			// with them.
+			allowed := idle + idle/tc.slack + 2<<20
+			now := peak
+			for deadline := time.Now().Add(10 * time.Second); now > allowed && time.Now().Before(deadline); now = p.RSS() {
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Logf("RSS %d KiB with %d users idle, %d KiB after they passed %d MiB, %d KiB once quiet",
+				idle>>10, 2*pairs, peak>>10, pairs*messages*len(send)>>20, now>>10)
+			if now > allowed {
+				t.Errorf("RSS %d KiB once quiet, want at most %d KiB (%d KiB before the burst)", now>>10, allowed>>10, idle>>10)
+			}
+		})
+	}
+}
+
+// blastAndCount writes request count times, if any, while it reads lines
+// until it has seen count that start with want; any other line is an
+// error.
+func blastAndCount(c net.Conn, request []byte, count int, want string) error {
+	if request != nil {
+		go func() {
+			for range count {
+				if _, err := c.Write(request); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	r := bufio.NewReaderSize(c, 64<<10)
+	for seen := 0; seen < count; seen++ {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("after %d %s lines: %v", seen, want, err)
+		}
+		if !bytes.HasPrefix(line, []byte(want)) {
+			return fmt.Errorf("got %.40q, want %s", line, want)
+		}
+	}
+	return nil
 }

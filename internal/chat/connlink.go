@@ -90,8 +90,9 @@ func (l *connLink) serve() {
 }
 
 // readLoop reads and handles requests until the connection ends, and
-// returns why it ended. While the framer holds a big buffer, a read waits
-// at most quietAfter: then the buffer goes back, if no line is half read.
+// returns why it ended. While the session holds big buffers, a read waits
+// at most quietAfter: then they go back (the framer's if no line is half
+// read).
 func (l *connLink) readLoop() CloseReason {
 	if reason, ok := l.handshake(); !ok {
 		return reason
@@ -117,7 +118,7 @@ func (l *connLink) readLoop() CloseReason {
 			if len(buf) < readBufferBytes && l.sess.claim.Name != "" {
 				buf = make([]byte, readBufferBytes)
 			}
-			if l.sess.claim.Name != "" && l.sess.framer.Holding() > keepIdleBytes {
+			if l.sess.claim.Name != "" && l.sess.holding() > keepIdleBytes {
 				quietDeadline = true
 				_ = l.conn.SetReadDeadline(time.Now().Add(quietAfter))
 			}
@@ -127,7 +128,7 @@ func (l *connLink) readLoop() CloseReason {
 		}
 		if quietDeadline && errors.Is(err, os.ErrDeadlineExceeded) && !l.isStopped() {
 			quietDeadline = false
-			l.sess.framer.Release()
+			l.sess.srv.releasedBuffers(l.sess.release())
 			_ = l.conn.SetReadDeadline(time.Time{})
 			continue
 		}
@@ -209,8 +210,8 @@ func (l *connLink) writeLoop() {
 		select {
 		case <-l.wakeup:
 		case <-quiet.C:
+			l.sess.srv.releasedBuffers(bigBytes(batch) + l.sess.out.release())
 			batch = dropBig(batch)
-			l.sess.out.release()
 			continue
 		}
 		for {

@@ -309,9 +309,8 @@ func (l *loop) tick(now time.Time) {
 		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) && !pc.away {
 			// Quiet for a whole tick: give its big buffers back.
 			delete(l.holding, pc)
+			l.srv.releasedBuffers(bigBytes(pc.batch) + pc.sess.out.release() + pc.sess.release())
 			pc.batch = dropBig(pc.batch)
-			pc.sess.out.release()
-			pc.sess.framer.Release()
 		}
 	}
 	for pc := range l.loginPending {
@@ -353,7 +352,7 @@ func (l *loop) read(pc *pollConn) {
 	switch {
 	case n > 0:
 		wait, ok := pc.sess.receive(l.buf[:n])
-		if pc.sess.framer.Holding() > keepIdleBytes {
+		if pc.sess.holding() > keepIdleBytes {
 			pc.flushedTick = l.ticks
 			l.holding[pc] = struct{}{}
 		}

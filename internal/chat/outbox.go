@@ -2,6 +2,7 @@ package chat
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"chatserver/internal/protocol"
 )
@@ -26,11 +27,14 @@ const keepIdleBytes = 4 << 10
 type outbox struct {
 	limit int
 
-	mu           sync.Mutex
-	pending      []byte // guarded by mu
-	inflight     int    // guarded by mu: bytes taken by the link, not yet all written
-	closed       bool   // guarded by mu; once set, nothing more is queued
-	noDeliveries bool   // guarded by mu; once set (the user logged out), only its own replies are queued
+	mu       sync.Mutex
+	pending  []byte // guarded by mu
+	inflight int    // guarded by mu: bytes taken by the link, not yet all written
+	closed   bool   // guarded by mu; once set, nothing more is queued
+	// noDeliveries is set under mu, once: the user logged out, and only
+	// its own replies are queued from then on. Senders read it without
+	// the lock to know a remembered recipient is gone (session.recipient).
+	noDeliveries atomic.Bool
 
 	// A paced write (delaybot's answers, pushPaced) queues its bytes in
 	// pieces over time. Meanwhile what else is queued waits in
@@ -80,15 +84,29 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 	n := len("DELIVERY  \n") + len(from) + len(message)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveLocked(n, lease)
-	if res == pushed && o.noDeliveries {
-		res = ending
-	}
+	res := o.reserveDeliveryLocked(n, lease)
 	if res == pushed {
 		tail := o.tailLocked()
 		*tail = protocol.AppendDelivery(*tail, from, message)
 	}
 	return res
+}
+
+// pushDeliveries queues b, whole DELIVERY lines, as pushDelivery does one.
+func (o *outbox) pushDeliveries(b []byte, lease *Lease) pushResult {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	res := o.reserveDeliveryLocked(len(b), lease)
+	if res == pushed {
+		*o.tailLocked() = append(*o.tailLocked(), b...)
+	}
+	return res
+}
+
+// takesDeliveries reports whether the user is still logged in: false once
+// it logged out (the queue may still be open for its last replies).
+func (o *outbox) takesDeliveries() bool {
+	return !o.noDeliveries.Load()
 }
 
 // pushPaced queues deliveries, whole lines, that are to reach the client
@@ -99,10 +117,8 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveLocked(len(b), lease)
+	res := o.reserveDeliveryLocked(len(b), lease)
 	switch {
-	case res == pushed && o.noDeliveries:
-		return ending
 	case res != pushed:
 		return res
 	case o.pacedRest != nil || first >= len(b):
@@ -152,11 +168,20 @@ func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
 	return pushed
 }
 
+// reserveDeliveryLocked is reserveLocked for DELIVERYs, which a user that
+// logged out gets no more of.
+func (o *outbox) reserveDeliveryLocked(n int, lease *Lease) pushResult {
+	if o.noDeliveries.Load() {
+		return ending
+	}
+	return o.reserveLocked(n, lease)
+}
+
 // stopDeliveries makes the queue take no more DELIVERYs: the user logged
 // out, and its name may soon be someone else's. Its own replies still go.
 func (o *outbox) stopDeliveries() {
 	o.mu.Lock()
-	o.noDeliveries = true
+	o.noDeliveries.Store(true)
 	o.mu.Unlock()
 }
 
@@ -185,13 +210,15 @@ func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
 }
 
 // release drops the queue's buffer if it is empty and big: the connection
-// has gone quiet.
-func (o *outbox) release() {
+// has gone quiet. It returns how many bytes it dropped.
+func (o *outbox) release() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.pending) == 0 && cap(o.pending) > keepIdleBytes {
+	if n := cap(o.pending); len(o.pending) == 0 && n > keepIdleBytes {
 		o.pending = nil
+		return n
 	}
+	return 0
 }
 
 // dropBig returns b, or nil if its buffer is bigger than a quiet
@@ -201,4 +228,12 @@ func dropBig(b []byte) []byte {
 		return nil
 	}
 	return b
+}
+
+// bigBytes is how many bytes dropBig(b) lets go.
+func bigBytes(b []byte) int {
+	if cap(b) > keepIdleBytes {
+		return cap(b)
+	}
+	return 0
 }

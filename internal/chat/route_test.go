@@ -125,3 +125,47 @@ func BenchmarkRouteSendBatch(b *testing.B) {
 		routeOnce(alice, bob, batch, spare)
 	}
 }
+
+// TestRouteChunkKeepsOrder: the DELIVERYs of a chunk are queued per
+// recipient at once, and every reply still comes in the order of the
+// requests.
+func TestRouteChunkKeepsOrder(t *testing.T) {
+	alice, bob, _ := routePair(t)
+	carl := alice.srv.newSession(netip.AddrPort{})
+	carl.link = nopLink{}
+	carl.receive([]byte("HELLO-FROM carl\n"))
+	carl.out.take(nil)
+
+	alice.receive([]byte("SEND bob 1\nSEND bob 2\nSEND alice 3\nSEND bob 4\nSEND carl 5\nSEND bob\nLIST\nSEND bob 6\n"))
+	for _, tc := range []struct {
+		who  *session
+		want string
+	}{
+		{alice, "SEND-OK\nSEND-OK\nDELIVERY alice 3\nSEND-OK\nSEND-OK\nSEND-OK\nBAD-RQST-BODY\nLIST-OK alice,bob,carl\nSEND-OK\n"},
+		{bob, "DELIVERY alice 1\nDELIVERY alice 2\nDELIVERY alice 4\nDELIVERY alice 6\n"},
+		{carl, "DELIVERY alice 5\n"},
+	} {
+		if got, _ := tc.who.out.take(nil); string(got) != tc.want {
+			t.Errorf("%s got %q, want %q", tc.who.claim.Name, got, tc.want)
+		}
+	}
+}
+
+// TestRouteEndedSenderQueuesNothing: a sender ended in the middle of a
+// chunk (evicted, its name maybe someone else's already) gets none of the
+// chunk's SENDs delivered, not even those before the end.
+func TestRouteEndedSenderQueuesNothing(t *testing.T) {
+	alice, bob, _ := routePair(t)
+	lines := 0
+	alice.srv.testHookLine = func([]byte) {
+		if lines++; lines == 3 {
+			alice.end(ReasonFenced)
+		}
+	}
+	if _, ok := alice.receive([]byte("SEND bob 1\nSEND bob 2\nSEND bob 3\n")); ok {
+		t.Error("the ended session went on")
+	}
+	if got, _ := bob.out.take(nil); len(got) != 0 {
+		t.Errorf("bob got %q from a sender ended before its SENDs were answered", got)
+	}
+}

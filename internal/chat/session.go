@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -44,11 +45,18 @@ type session struct {
 	replies    []byte                            // replies not yet queued
 	lastTo     *session                          // the last local recipient looked up; see recipient
 	lastToName string                            // the name lastTo was looked up by
-	tally      tally                             // counts not yet added to srv.counters
-	stop       CloseReason                       // why handle returned false
-	bucket     bucket                            // flood control
-	throttled  bool                              // handle stopped for flood control, not to end the session
-	pending    []byte                            // read, not yet handled: flood control or an offload holds it back
+	// DELIVERYs to one local user (batchTo), gathered over a chunk and
+	// queued at once (flushDeliveries): one lock and one wake per
+	// recipient and chunk, not per message. Their SEND-OKs are replied
+	// when they are queued, so any other reply waits for that.
+	batchTo    *session
+	batch      []byte
+	batchSends int         // the SENDs in batch
+	tally      tally       // counts not yet added to srv.counters
+	stop       CloseReason // why handle returned false
+	bucket     bucket      // flood control
+	throttled  bool        // handle stopped for flood control, not to end the session
+	pending    []byte      // read, not yet handled: flood control or an offload holds it back
 	// Cluster mode on an event loop, which must not wait: a request that
 	// would wait on the cluster stops handling (errOffload), and the link
 	// hands the rest to a goroutine of its own (offload), where mayBlock
@@ -213,6 +221,20 @@ func (s *session) end(reason CloseReason) {
 	s.link.shut(reason.drains())
 }
 
+// holding is how many bytes of buffer the reading side holds between
+// reads: the framer's partial line and the batch's.
+func (s *session) holding() int {
+	return s.framer.Holding() + cap(s.batch)
+}
+
+// release gives back the reading side's big buffers, and says how many
+// bytes: the connection went quiet. Called by the reading side.
+func (s *session) release() int {
+	n := s.framer.Release() + bigBytes(s.batch)
+	s.batch = dropBig(s.batch)
+	return n
+}
+
 // handle answers one line, or one line that was too long (err). It returns
 // false when the connection must end, with the reason in s.stop.
 func (s *session) handle(line []byte, err error) bool {
@@ -224,8 +246,12 @@ func (s *session) handle(line []byte, err error) bool {
 		hook(line)
 	}
 	wasLoggedIn := s.claim.Name != ""
-	if err == nil {
+	switch {
+	case err == nil:
 		err = s.dispatch(line)
+	case s.batchTo != nil:
+		// A line too long: its reply comes after the batch's.
+		err = cmp.Or(s.flushDeliveries(), err)
 	}
 	if err == errOffload {
 		s.offloadLine = append(append(s.offloadLine[:0], line...), '\n')
@@ -298,6 +324,11 @@ var errOffload = errors.New("chat: the request must wait on the cluster")
 // protocol's order: header, login state, body, then the request itself.
 func (s *session) dispatch(line []byte) error {
 	req, err := protocol.Parse(line)
+	if s.batchTo != nil && !s.continuesBatch(req, err) {
+		if err := s.flushDeliveries(); err != nil {
+			return err
+		}
+	}
 	loggedIn := s.claim.Name != ""
 	switch {
 	case req.Command == protocol.CmdUnknown:
@@ -458,73 +489,121 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // full is ended as a slow consumer and the sender told BAD-DEST-USER. In
 // cluster mode a recipient not on this server is forwarded to.
 func (s *session) send(toName, message []byte) error {
-	to, remembered := s.recipient(toName)
-	res := s.deliver(to, message)
-	if res == ending && remembered {
-		// The remembered session ended; the name may be someone else's now.
-		s.lastTo = nil
-		to, _ = s.recipient(toName)
-		res = s.deliver(to, message)
-	}
+	to := s.recipient(toName)
 	switch {
 	case to == nil && s.srv.cluster != nil:
 		return s.forward(toName, message) // not on this server: maybe on another
-	case res == pushed:
-		s.tally.replies[protocol.ReplyDelivery]++
-		s.tally.delivered++
-		s.reply(protocol.ReplySendOK)
-		if to.transport == TransportBot {
-			// The bot answers once its SEND-OK is queued: SEND-OK, then
-			// the bot's DELIVERY, as a client of the protocol expects.
-			if !s.flushReplies() {
-				return endSession(s.stop)
-			}
-			to.link.wake()
-		}
-	case res == unvouched:
-		return errFenced
-	default:
-		if res == overflow {
-			to.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
-			to.end(ReasonSlowConsumer)
-		}
+	case to == nil:
 		s.reply(protocol.ReplyBadDestUser)
+	case to == s:
+		// Our own replies are queued in order, so the DELIVERY goes with them.
+		s.replies = protocol.AppendDelivery(s.replies, s.claim.Name, message)
+		return s.answerSends(s, pushed, 1)
+	case to.transport == TransportBot:
+		return s.sendToBot(to, message)
+	default:
+		return s.gather(to, message)
 	}
 	return nil
 }
 
-// recipient returns the session logged in on this server as name, or nil,
-// and whether it was remembered from the last SEND. Clients mostly send to
-// the same user many times in a row, and remembering skips the registry's
-// lock and hash on the hot path. A remembered session stays right until
-// its user logs out; then its outbox takes no more deliveries, and send
-// asks the registry again.
-func (s *session) recipient(name []byte) (*session, bool) {
-	if s.lastTo != nil && s.lastToName == string(name) {
-		return s.lastTo, true
+// recipient returns the session logged in on this server as name, or nil.
+// Clients mostly send to the same user many times in a row, and
+// remembering the last one skips the registry's lock and hash on the hot
+// path. A remembered session is right until its user logs out; then it
+// takes no more deliveries, and recipient asks the registry again.
+func (s *session) recipient(name []byte) *session {
+	if s.lastTo != nil && s.lastToName == string(name) && s.lastTo.out.takesDeliveries() {
+		return s.lastTo
 	}
 	s.lastTo = s.srv.users.lookup(name)
-	if s.lastTo != nil {
+	if s.lastTo != nil && s.lastToName != string(name) {
 		s.lastToName = string(name) // once per new recipient
 	}
-	return s.lastTo, false
+	return s.lastTo
 }
 
-// deliver queues a DELIVERY of message from s on to (nil: not logged in).
-func (s *session) deliver(to *session, message []byte) pushResult {
-	switch to {
-	case nil:
-		return ending
-	case s:
-		// Our own replies are queued in order, so the DELIVERY goes with them.
-		s.replies = protocol.AppendDelivery(s.replies, s.claim.Name, message)
-		return pushed
+// gather adds a DELIVERY for to to the batch (see batchTo).
+func (s *session) gather(to *session, message []byte) error {
+	if to != s.batchTo {
+		if err := s.flushDeliveries(); err != nil {
+			return err
+		}
+		s.batchTo = to
 	}
-	res := pushDelivery(to.out, s.claim.Name, message, s.srv.lease)
-	if res == pushed && to.transport != TransportBot { // a bot is woken by send
+	s.batch = protocol.AppendDelivery(s.batch, s.claim.Name, message)
+	s.batchSends++
+	if len(s.batch) >= flushRepliesBytes {
+		return s.flushDeliveries()
+	}
+	return nil
+}
+
+// continuesBatch reports whether a request leaves the batch gathering: a
+// SEND, well formed, to the batch's recipient. Any other request's
+// replies must come after the batch's.
+func (s *session) continuesBatch(req protocol.Request, err error) bool {
+	return err == nil && req.Command == protocol.CmdSend && string(req.Name) == s.lastToName
+}
+
+// flushDeliveries queues the batch on its recipient, then answers its
+// SENDs: SEND-OK if it was queued, BAD-DEST-USER if not. A session ended
+// meanwhile (evicted: its name may be someone else's now) queues nothing.
+func (s *session) flushDeliveries() error {
+	to, sends := s.batchTo, s.batchSends
+	if to == nil {
+		return nil
+	}
+	s.batchTo, s.batchSends = nil, 0
+	if s.ended.Load() {
+		s.batch = s.batch[:0]
+		return endSession(ReasonReset) // ended elsewhere; that reason stands
+	}
+	res := to.out.pushDeliveries(s.batch, s.srv.lease)
+	s.batch = s.batch[:0] // kept while busy: see release
+	if res == pushed {
 		to.link.wake()
 	}
-	return res
+	return s.answerSends(to, res, sends)
+}
+
+// sendToBot queues a DELIVERY on a bot, which answers once the SEND-OK is
+// queued: SEND-OK, then the bot's DELIVERY, as a client of the protocol
+// expects.
+func (s *session) sendToBot(bot *session, message []byte) error {
+	res := pushDelivery(bot.out, s.claim.Name, message, s.srv.lease)
+	if err := s.answerSends(bot, res, 1); err != nil {
+		return err
+	}
+	if res == pushed {
+		if !s.flushReplies() {
+			return endSession(s.stop)
+		}
+		bot.link.wake()
+	}
+	return nil
+}
+
+// answerSends answers n SENDs whose DELIVERYs to to had outcome res.
+func (s *session) answerSends(to *session, res pushResult, n int) error {
+	reply := protocol.ReplySendOK
+	switch res {
+	case pushed:
+		s.tally.replies[protocol.ReplyDelivery] += uint64(n)
+		s.tally.delivered += uint64(n)
+	case unvouched:
+		return errFenced
+	case overflow:
+		to.log().Warn("slow consumer: outbound queue full", "limit", s.srv.cfg.MaxPendingBytes)
+		to.end(ReasonSlowConsumer)
+		fallthrough
+	default:
+		reply = protocol.ReplyBadDestUser
+	}
+	for range n {
+		s.reply(reply)
+	}
+	return nil
 }
 
 // reply appends a reply without a body and counts it.
@@ -536,6 +615,9 @@ func (s *session) reply(k protocol.ReplyKind) {
 // flushReplies queues the replies gathered so far on our own connection.
 // It returns false, with the reason in s.stop, if the session must end.
 func (s *session) flushReplies() bool {
+	if err := s.flushDeliveries(); err != nil {
+		return s.answer(err)
+	}
 	s.srv.counters.add(&s.tally)
 	if len(s.replies) == 0 {
 		return true
@@ -555,9 +637,7 @@ func (s *session) flushReplies() bool {
 		s.stop = ReasonSlowConsumer
 		return false
 	case unvouched:
-		s.log().Warn("cut off from the cluster: closing the connection")
-		s.stop = ReasonFenced
-		return false
+		return s.answer(errFenced)
 	case ending:
 		// Ended elsewhere; end already holds the real reason and will
 		// ignore this one.
