@@ -141,25 +141,26 @@ type counters struct {
 }
 
 // tally is one session's counts since its last flush; only its read loop
-// touches it.
+// touches it. It is flushed at least once per chunk read, so 32 bits
+// are plenty, and every session carries one.
 type tally struct {
-	replies   [protocol.NumReplyKinds]uint64
-	delivered uint64
-	bytesIn   uint64
+	replies   [protocol.NumReplyKinds]uint32
+	delivered uint32
+	bytesIn   uint32
 }
 
 // add moves t into c and zeroes t.
 func (c *counters) add(t *tally) {
 	for k, n := range t.replies {
 		if n > 0 {
-			c.replies[k].Add(n)
+			c.replies[k].Add(uint64(n))
 		}
 	}
 	if t.delivered > 0 {
-		c.delivered.Add(t.delivered)
+		c.delivered.Add(uint64(t.delivered))
 	}
 	if t.bytesIn > 0 {
-		c.bytesIn.Add(t.bytesIn)
+		c.bytesIn.Add(uint64(t.bytesIn))
 	}
 	*t = tally{}
 }

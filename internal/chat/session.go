@@ -123,7 +123,7 @@ func (s *session) log() *slog.Logger {
 // on (flood control), and then the link calls resume before it reads
 // again. A panic while handling ends only this session.
 func (s *session) receive(data []byte) (wait time.Duration, ok bool) {
-	s.tally.bytesIn += uint64(len(data))
+	s.tally.bytesIn += uint32(len(data))
 	return s.handleInput(data)
 }
 
@@ -589,8 +589,8 @@ func (s *session) answerSends(to *session, res pushResult, n int) error {
 	reply := protocol.ReplySendOK
 	switch res {
 	case pushed:
-		s.tally.replies[protocol.ReplyDelivery] += uint64(n)
-		s.tally.delivered += uint64(n)
+		s.tally.replies[protocol.ReplyDelivery] += uint32(n)
+		s.tally.delivered += uint32(n)
 	case unvouched:
 		return errFenced
 	case overflow:
