@@ -23,16 +23,6 @@ ensure_nats
 build
 mkdir -p "$tmp/runs"
 
-# field FILE NAME prints a number field of a one-line JSON result.
-field() { grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 || true; }
-
-# median prints the median of the numbers on stdin ("-" for none).
-median() {
-	sort -g | awk '{ v[NR] = $1 } END {
-		if (NR == 0) { print "-"; exit }
-		print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 failed=0
 for round in $(seq "$rounds"); do
 	for s in "${shapes[@]}"; do

@@ -116,3 +116,13 @@ bench() {
 	timeout --kill-after=5 "$((run_timeout + 30))" \
 		"$tmp/chat-bench" "$@" --addr "127.0.0.1:$server_port" --pid "$server_pid" --timeout "${run_timeout}s"
 }
+
+# field FILE NAME prints a number field of a one-line JSON result.
+field() { grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 || true; }
+
+# median prints the median of the numbers on stdin ("-" for none).
+median() {
+	sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) { print "-"; exit }
+		print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

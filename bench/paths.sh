@@ -66,13 +66,6 @@ start_path() {
 	esac
 }
 
-field() { grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 || true; }
-median() {
-	sort -g | awk '{ v[NR] = $1 } END {
-		if (NR == 0) { print "-"; exit }
-		print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 failed=0
 for round in $(seq "$rounds"); do
 	for path in "${paths[@]}"; do

@@ -60,9 +60,18 @@ func newOutbox(limit int) *outbox {
 // push queues b, one of the connection's own replies, while lease is
 // valid (nil: always).
 func (o *outbox) push(b []byte, lease *Lease) pushResult {
+	return o.pushBytes(b, lease, false)
+}
+
+// pushDeliveries queues b, whole DELIVERY lines, as pushDelivery does one.
+func (o *outbox) pushDeliveries(b []byte, lease *Lease) pushResult {
+	return o.pushBytes(b, lease, true)
+}
+
+func (o *outbox) pushBytes(b []byte, lease *Lease, deliveries bool) pushResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveLocked(len(b), lease)
+	res := o.reserveLocked(len(b), lease, deliveries)
 	if res == pushed {
 		*o.tailLocked() = append(*o.tailLocked(), b...)
 	}
@@ -84,21 +93,10 @@ func pushDelivery[Name string | []byte](o *outbox, from Name, message []byte, le
 	n := len("DELIVERY  \n") + len(from) + len(message)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveDeliveryLocked(n, lease)
+	res := o.reserveLocked(n, lease, true)
 	if res == pushed {
 		tail := o.tailLocked()
 		*tail = protocol.AppendDelivery(*tail, from, message)
-	}
-	return res
-}
-
-// pushDeliveries queues b, whole DELIVERY lines, as pushDelivery does one.
-func (o *outbox) pushDeliveries(b []byte, lease *Lease) pushResult {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	res := o.reserveDeliveryLocked(len(b), lease)
-	if res == pushed {
-		*o.tailLocked() = append(*o.tailLocked(), b...)
 	}
 	return res
 }
@@ -117,7 +115,7 @@ func (o *outbox) takesDeliveries() bool {
 func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	res := o.reserveDeliveryLocked(len(b), lease)
+	res := o.reserveLocked(len(b), lease, true)
 	switch {
 	case res != pushed:
 		return res
@@ -156,9 +154,11 @@ func (o *outbox) completePacedLocked() {
 	o.pacedRest, o.pacedBehind = nil, nil
 }
 
-func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
+// reserveLocked reports whether n more bytes may be queued now; of
+// DELIVERYs (deliveries), none once the user logged out.
+func (o *outbox) reserveLocked(n int, lease *Lease, deliveries bool) pushResult {
 	switch {
-	case o.closed:
+	case o.closed, deliveries && o.noDeliveries.Load():
 		return ending
 	case o.inflight+len(o.pending)+len(o.pacedRest)+len(o.pacedBehind)+n > o.limit:
 		return overflow
@@ -166,15 +166,6 @@ func (o *outbox) reserveLocked(n int, lease *Lease) pushResult {
 		return unvouched
 	}
 	return pushed
-}
-
-// reserveDeliveryLocked is reserveLocked for DELIVERYs, which a user that
-// logged out gets no more of.
-func (o *outbox) reserveDeliveryLocked(n int, lease *Lease) pushResult {
-	if o.noDeliveries.Load() {
-		return ending
-	}
-	return o.reserveLocked(n, lease)
 }
 
 // stopDeliveries makes the queue take no more DELIVERYs: the user logged
