@@ -93,8 +93,9 @@ func TestBusyConnectionsShrinkOnceQuiet(t *testing.T) {
 	}{
 		{"eventloops", nil, 10},
 		// Goroutine stacks that grew in the burst shrink only by halves,
-		// one per collection.
-		{"goroutines", []string{"--no-event-loop"}, 2},
+		// one per collection: up to twice the idle RSS (the burst itself
+		// peaks at about ten times).
+		{"goroutines", []string{"--no-event-loop"}, 1},
 	} {
 		t.Run(tc.engine, func(t *testing.T) {
 			t.Parallel()

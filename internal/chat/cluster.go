@@ -59,18 +59,26 @@ type Cluster interface {
 
 // Members is this server's users as its cluster reaches them.
 type Members interface {
-	// Deliver queues "DELIVERY from msg" on the user logged in here as to
-	// with the claim seq claim. It reports whether it did; it never
-	// blocks.
-	Deliver(to []byte, claim uint64, from, msg []byte) bool
+	// Deliver queues lines, count "DELIVERY from msg" lines, all at once
+	// or none, on the user logged in here as to with the claim seq claim.
+	// It reports whether it did; it never blocks.
+	Deliver(to []byte, claim uint64, lines []byte, count int) bool
 	// EvictAll ends every user's connection: their claims can no longer
 	// be vouched for. What is queued for them is still written.
 	EvictAll()
 }
 
-// Forwarded is told the outcome of each message a session forwarded.
+// Forwarded is told the outcome of each message a session forwarded,
+// one or more at a time (the outcomes a frame brought back at once);
+// outcomes is only read during the call.
 type Forwarded interface {
-	Forwarded(id uint64, o Outcome)
+	Forwarded(outcomes ...ForwardOutcome)
+}
+
+// ForwardOutcome is the outcome of the forward with id ID.
+type ForwardOutcome struct {
+	ID      uint64
+	Outcome Outcome
 }
 
 // Outcome is what became of a forwarded message.

@@ -144,23 +144,29 @@ func (h *heldReplies) appendLocked(slot replySlot) uint64 {
 	return id
 }
 
-// Forwarded fills a forward's slot and queues, in order, every reply that
+// Forwarded fills forwards' slots and queues, in order, every reply that
 // no longer waits (Forwarded). An Unknown outcome ends the session: no
 // reply to that SEND could be true, and none after it may come first.
-func (s *session) Forwarded(id uint64, o Outcome) {
-	if o == Unknown {
-		s.log().Warn("a SEND's recipient's server was lost before it answered: closing the connection without a reply")
-		s.end(ReasonSendUnknown)
+func (s *session) Forwarded(outcomes ...ForwardOutcome) {
+	for _, o := range outcomes {
+		if o.Outcome == Unknown {
+			s.log().Warn("a SEND's recipient's server was lost before it answered: closing the connection without a reply")
+			s.end(ReasonSendUnknown)
+			break
+		}
 	}
-	ok := o == Delivered
 	h := s.held
 	h.mu.Lock()
-	state := slotBadDest
-	if ok {
-		state = slotSendOK
+	var sendOKs uint64
+	for _, o := range outcomes {
+		state := slotBadDest
+		if o.Outcome == Delivered {
+			state = slotSendOK
+			sendOKs++
+		}
+		h.slots[h.start+int(o.ID-h.firstID)].state = state
 	}
-	h.slots[h.start+int(id-h.firstID)].state = state
-	h.forwards--
+	h.forwards -= len(outcomes)
 	h.room.Signal()
 	out := h.out[:0]
 	for h.start < h.end && h.slots[h.start].state != slotWaiting {
@@ -188,13 +194,10 @@ func (s *session) Forwarded(id uint64, o Outcome) {
 	h.out = dropBig(out)
 	h.mu.Unlock()
 
-	switch {
-	case res != pushed:
-	case ok:
-		s.srv.counters.replies[protocol.ReplySendOK].Add(1)
-		s.srv.counters.delivered.Add(1)
-	default:
-		s.srv.counters.replies[protocol.ReplyBadDestUser].Add(1)
+	if res == pushed {
+		s.srv.counters.replies[protocol.ReplySendOK].Add(sendOKs)
+		s.srv.counters.delivered.Add(sendOKs)
+		s.srv.counters.replies[protocol.ReplyBadDestUser].Add(uint64(len(outcomes)) - sendOKs)
 	}
 	switch {
 	case len(out) == 0:

@@ -320,16 +320,16 @@ type members struct{ srv *Server }
 
 var _ Members = members{}
 
-// Deliver queues a DELIVERY from a user of another server.
-func (m members) Deliver(to []byte, claim uint64, from, msg []byte) bool {
+// Deliver queues DELIVERYs from users of another server.
+func (m members) Deliver(to []byte, claim uint64, lines []byte, count int) bool {
 	s := m.srv.users.lookup(to)
 	if s == nil || s.claim.Seq != claim {
 		return false // logged out, or the name is another login's now
 	}
-	switch pushDelivery(s.out, from, msg, m.srv.lease) {
+	switch s.out.pushDeliveries(lines, m.srv.lease) {
 	case pushed:
 		s.link.wake()
-		m.srv.counters.replies[protocol.ReplyDelivery].Add(1)
+		m.srv.counters.replies[protocol.ReplyDelivery].Add(uint64(count))
 		return true
 	case overflow:
 		s.log().Warn("slow consumer: outbound queue full", "limit", m.srv.cfg.MaxPendingBytes)

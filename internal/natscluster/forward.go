@@ -39,7 +39,7 @@ func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id u
 	}
 	c.forwards.Add(1)
 	if n == nil {
-		done.Forwarded(id, chat.NotDelivered)
+		done.Forwarded(chat.ForwardOutcome{ID: id, Outcome: chat.NotDelivered})
 		return true
 	}
 	if !known {
@@ -49,7 +49,7 @@ func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id u
 		// Nobody holds the name, or a user of ours is logging in or out
 		// as it: either way not deliverable now (and never through NATS
 		// to ourselves, which could overtake a later local SEND).
-		done.Forwarded(id, chat.NotDelivered)
+		done.Forwarded(chat.ForwardOutcome{ID: id, Outcome: chat.NotDelivered})
 		return true
 	}
 	if p == nil {
@@ -58,7 +58,7 @@ func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id u
 		cancel()
 	}
 	if p == nil || !p.appendSend(r.claim, to, from, msg, done, id) {
-		done.Forwarded(id, chat.NotDelivered)
+		done.Forwarded(chat.ForwardOutcome{ID: id, Outcome: chat.NotDelivered})
 	}
 	return true
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"chatserver/internal/protocol"
 )
 
 // onFrame handles a frame that came to n's inbox, on nats.go's goroutine
@@ -39,6 +41,7 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 	}
 	var failed, theirFailed []uint64
 	var deaths []string
+	run := &n.run
 	hadRecords := len(body) > 0
 	for seq := h.first; len(body) > 0; seq++ {
 		r, rest, err := nextRecord(body)
@@ -52,9 +55,10 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 		}
 		switch r.kind {
 		case recSend:
-			if !c.members.Deliver(r.to, r.seq, r.from, r.msg) {
-				failed = append(failed, seq)
+			if !run.continues(r.to, r.seq) {
+				failed = c.deliver(run, failed)
 			}
+			run.add(r.to, r.seq, seq, r.from, r.msg)
 		case recFailed:
 			theirFailed = append(theirFailed, r.seq)
 		case recRelease:
@@ -64,6 +68,7 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 		}
 		p.expect = seq + 1
 	}
+	failed = c.deliver(run, failed)
 	c.deadMu.RUnlock()
 
 	for _, node := range deaths {
@@ -77,6 +82,42 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 	if hadRecords {
 		c.kick(p) // the ack
 	}
+}
+
+// deliveryRun is consecutive SEND records of a frame for one recipient
+// (the same name and claim), delivered at once: one lookup, one lock and
+// one wake for the run, not one per record. Owned by the node's inbox.
+type deliveryRun struct {
+	to    []byte // valid during onFrame only
+	claim uint64
+	lines []byte   // the DELIVERY lines
+	seqs  []uint64 // the records' numbers
+}
+
+func (r *deliveryRun) continues(to []byte, claim uint64) bool {
+	return len(r.seqs) > 0 && r.claim == claim && string(r.to) == string(to)
+}
+
+func (r *deliveryRun) add(to []byte, claim, seq uint64, from, msg []byte) {
+	r.to, r.claim = to, claim
+	r.lines = protocol.AppendDelivery(r.lines, from, msg)
+	r.seqs = append(r.seqs, seq)
+}
+
+// deliver delivers the run, if any, and empties it; if it could not, its
+// records join failed.
+func (c *Cluster) deliver(r *deliveryRun, failed []uint64) []uint64 {
+	if len(r.seqs) == 0 {
+		return failed
+	}
+	if !c.members.Deliver(r.to, r.claim, r.lines, len(r.seqs)) {
+		failed = append(failed, r.seqs...)
+	}
+	r.to, r.lines, r.seqs = nil, r.lines[:0], r.seqs[:0]
+	if cap(r.lines) > maxFrameBytes {
+		r.lines = nil // a big record's: not kept
+	}
+	return failed
 }
 
 // kick puts p on the flusher's list.
@@ -128,8 +169,8 @@ func (c *Cluster) flush(now time.Time) {
 func (c *Cluster) publish(p *peer, f *frame) {
 	msg := &nats.Msg{Subject: p.subject, Data: f.b}
 	if f.last >= f.first {
-		p.sending(f, time.Now())
-		msg.Reply = c.nobodyPrefix + p.self.id + "." + p.id + "." + strconv.FormatUint(f.first, 10)
+		nth := p.sending(f, time.Now())
+		msg.Reply = c.nobodyPrefix + p.self.id + "." + p.id + "." + strconv.FormatUint(f.first, 10) + "." + strconv.Itoa(nth)
 	}
 	_ = c.nc.PublishMsg(msg)
 }
@@ -141,12 +182,15 @@ func (c *Cluster) onNobody(n *node, msg *nats.Msg) {
 	if msg.Header.Get("Status") != "503" {
 		return
 	}
-	peerID, first, ok := strings.Cut(strings.TrimPrefix(msg.Subject, c.nobodyPrefix+n.id+"."), ".")
-	seq, err := strconv.ParseUint(first, 10, 64)
-	if !ok || err != nil {
+	// <prefix><our id>.<their id>.<the frame's first record>.<the copy>
+	peerID, rest, ok1 := strings.Cut(strings.TrimPrefix(msg.Subject, c.nobodyPrefix+n.id+"."), ".")
+	first, nthText, ok2 := strings.Cut(rest, ".")
+	seq, err1 := strconv.ParseUint(first, 10, 64)
+	nth, err2 := strconv.Atoi(nthText)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil || nth < 0 {
 		return
 	}
 	if p := (*n.peers.Load())[peerID]; p != nil {
-		p.reachedNobody(seq)
+		p.reachedNobody(seq, nth)
 	}
 }

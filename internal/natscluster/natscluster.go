@@ -211,6 +211,7 @@ type node struct {
 	gone      atomic.Bool        // fenced: nothing more is done as this node
 
 	peers atomic.Pointer[map[string]*peer] // its channels; replaced under Cluster.relMu, never changed
+	run   deliveryRun                      // owned by the inbox's handler (onFrame)
 }
 
 // ownedClaim is a claim of the current node's.

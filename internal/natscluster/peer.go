@@ -52,8 +52,13 @@ type frame struct {
 	first, last uint64    // its records' numbers; last < first if it has none
 	sent        time.Time // guarded by peer.mu, like the rest
 	resent      bool
-	copies      []time.Time // when each copy was sent
-	toNobody    int         // copies NATS answered "no responders" for (the oldest ones: answers come in order)
+	copies      []frameCopy // each copy sent, in order
+}
+
+// frameCopy is one copy of a frame sent.
+type frameCopy struct {
+	sent     time.Time
+	toNobody bool // NATS answered "no responders" for it: it reached no one
 }
 
 // undelivered reports whether no copy of f can have been delivered, at
@@ -61,8 +66,8 @@ type frame struct {
 // no one, or was sent so late that the receiver, which stopped acting
 // for its users fenceAfter after its last refresh, had stopped already.
 func (f *frame) undelivered(now time.Time) bool {
-	for _, at := range f.copies[f.toNobody:] {
-		if now.Sub(at) >= leaseTTL-fenceAfter {
+	for _, c := range f.copies {
+		if !c.toNobody && now.Sub(c.sent) >= leaseTTL-fenceAfter {
 			return false
 		}
 	}
@@ -303,20 +308,22 @@ func (p *peer) frameOf(seq uint64) *frame {
 	return p.frames[i]
 }
 
-// sending notes a copy of f about to be sent.
-func (p *peer) sending(f *frame, now time.Time) {
+// sending notes a copy of f about to be sent, and returns its number.
+func (p *peer) sending(f *frame, now time.Time) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f.copies = append(f.copies, now)
+	f.copies = append(f.copies, frameCopy{sent: now})
+	return len(f.copies) - 1
 }
 
-// reachedNobody records that NATS answered a copy of the frame starting
-// at first with "no responders".
-func (p *peer) reachedNobody(first uint64) {
+// reachedNobody records that NATS answered copy number nth of the frame
+// starting at first with "no responders". Only that copy: an earlier one
+// may have been delivered (NATS answers nothing for those).
+func (p *peer) reachedNobody(first uint64, nth int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.frameOf(first); f != nil && f.first == first && f.toNobody < len(f.copies) {
-		f.toNobody++
+	if f := p.frameOf(first); f != nil && f.first == first && nth < len(f.copies) {
+		f.copies[nth].toNobody = true
 	}
 }
 
@@ -332,13 +339,28 @@ func (p *peer) isEstablished() bool {
 	return p.established && !p.closed
 }
 
-// release reports the outcome of SENDs and opens barriers.
+// release reports the outcome of SENDs and opens barriers. The outcomes
+// of consecutive SENDs of one sender go in one call.
 func release(ws []waiter) {
-	for _, w := range ws {
-		if w.barrier != nil {
-			close(w.barrier)
-		} else {
-			w.done.Forwarded(w.id, w.outcome)
+	var run []chat.ForwardOutcome
+	var sender chat.Forwarded // run's
+	report := func() {
+		if len(run) > 0 {
+			sender.Forwarded(run...)
+			run = run[:0]
 		}
 	}
+	for _, w := range ws {
+		switch {
+		case w.barrier != nil:
+			report()
+			close(w.barrier)
+			continue
+		case w.done != sender:
+			report()
+			sender = w.done
+		}
+		run = append(run, chat.ForwardOutcome{ID: w.id, Outcome: w.outcome})
+	}
+	report()
 }

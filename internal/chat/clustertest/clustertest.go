@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,6 +249,37 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 			t.Error("the held forward was reported Delivered")
 		}
 	})
+	t.Run("DeliveredButUnacknowledgedIsNeverNotDelivered", func(t *testing.T) {
+		ms := start(t, 2, 16)
+		needLink(t, ms)
+		ms[0].login(t, "ann")
+		ms[1].login(t, "bob")
+		if o := ms[0].forward("ann", "bob", "first"); o != chat.Delivered {
+			t.Fatalf("forward to bob = %v, want Delivered", o)
+		}
+		// bob's node is cut off the moment it delivers, before its ack can
+		// leave: the sender sends the frame again, and NATS answers those
+		// copies "no responders", but the first copy was delivered.
+		delivered := make(chan struct{})
+		ms[1].mu.Lock()
+		ms[1].onDeliver = func() {
+			ms[1].Link.Cut()
+			close(delivered)
+		}
+		ms[1].mu.Unlock()
+		f := newForwards(1)
+		ms[0].Forward("ann", []byte("bob"), []byte("unacknowledged"), f, 0)
+		o := f.wait(t)[0]
+		select {
+		case <-delivered:
+		default:
+			t.Fatalf("bob's node never delivered the forward (outcome %v)", o)
+		}
+		if o == chat.NotDelivered {
+			t.Error("a forward that was delivered was reported NotDelivered (BAD-DEST-USER)")
+		}
+		ms[1].Link.Heal()
+	})
 	t.Run("ReleaseDuringABlip", func(t *testing.T) {
 		ms := start(t, 2, 1)
 		needLink(t, ms)
@@ -272,9 +304,10 @@ type member struct {
 	Node
 	lease *chat.Lease
 
-	mu      sync.Mutex
-	users   map[string]*user // guarded by mu
-	evicted bool             // guarded by mu
+	mu        sync.Mutex
+	users     map[string]*user // guarded by mu
+	evicted   bool             // guarded by mu
+	onDeliver func()           // guarded by mu: called once, by the next delivery, once it is recorded
 }
 
 type user struct {
@@ -282,15 +315,28 @@ type user struct {
 	got   []string // "from msg"
 }
 
-// Deliver records a delivery to a user logged in with that claim.
-func (m *member) Deliver(to []byte, claim uint64, from, msg []byte) bool {
+// Deliver records deliveries to a user logged in with that claim.
+func (m *member) Deliver(to []byte, claim uint64, lines []byte, count int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u := m.users[string(to)]
 	if u == nil || u.claim != claim || !m.lease.Valid() {
 		return false
 	}
-	u.got = append(u.got, string(from)+" "+string(msg))
+	got := strings.SplitAfter(string(lines), "\n")
+	if got[len(got)-1] == "" {
+		got = got[:len(got)-1]
+	}
+	if len(got) != count {
+		panic(fmt.Sprintf("Deliver: %d lines, told %d", len(got), count))
+	}
+	for _, line := range got {
+		u.got = append(u.got, strings.TrimSuffix(strings.TrimPrefix(line, "DELIVERY "), "\n"))
+	}
+	if hook := m.onDeliver; hook != nil {
+		m.onDeliver = nil
+		hook()
+	}
 	return true
 }
 
@@ -356,15 +402,17 @@ func newForwards(n int) *forwards {
 	return &forwards{outcomes: make([]chat.Outcome, n), told: make([]bool, n), left: n, done: make(chan struct{})}
 }
 
-func (f *forwards) Forwarded(id uint64, o chat.Outcome) {
+func (f *forwards) Forwarded(outcomes ...chat.ForwardOutcome) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.told[id] {
-		panic(fmt.Sprintf("forward %d told twice", id))
-	}
-	f.told[id], f.outcomes[id] = true, o
-	if f.left--; f.left == 0 {
-		close(f.done)
+	for _, o := range outcomes {
+		if f.told[o.ID] {
+			panic(fmt.Sprintf("forward %d told twice", o.ID))
+		}
+		f.told[o.ID], f.outcomes[o.ID] = true, o.Outcome
+		if f.left--; f.left == 0 {
+			close(f.done)
+		}
 	}
 }
 
