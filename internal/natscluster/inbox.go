@@ -122,9 +122,12 @@ func (c *Cluster) deliver(r *deliveryRun, failed []uint64) []uint64 {
 
 // kick puts p on the flusher's list.
 func (c *Cluster) kick(p *peer) {
+	if p.dirty.Load() {
+		return // the flusher will seal it, and what was appended before
+	}
 	c.flushMu.Lock()
-	if !p.dirty {
-		p.dirty = true
+	if !p.dirty.Load() {
+		p.dirty.Store(true)
 		c.dirty = append(c.dirty, p)
 	}
 	c.flushMu.Unlock()
@@ -138,7 +141,7 @@ func (c *Cluster) flush(now time.Time) {
 	dirty := c.dirty
 	c.dirty = c.spareDirty[:0]
 	for _, p := range dirty {
-		p.dirty = false
+		p.dirty.Store(false)
 	}
 	c.flushMu.Unlock()
 	for _, p := range dirty {

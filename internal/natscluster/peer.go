@@ -3,6 +3,7 @@ package natscluster
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chatserver/internal/chat"
@@ -43,7 +44,10 @@ type peer struct {
 	srtt, rto   time.Duration // guarded by mu
 
 	expect uint64 // owned by the inbox: the number of their next record to handle
-	dirty  bool   // guarded by Cluster.flushMu: on the flusher's list
+	// dirty: on the flusher's list. Set under Cluster.flushMu; read
+	// without it by kick, which has nothing to do while it is set: the
+	// flusher clears it before it seals, so it seals what came before.
+	dirty atomic.Bool
 }
 
 // frame is a sealed frame; its bytes never change.
