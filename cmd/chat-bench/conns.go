@@ -21,7 +21,8 @@ const dialers = 32
 type connsConfig struct {
 	addr     string
 	conns    int
-	srcAddrs int // spread over 127.0.0.1 ... 127.0.0.<srcAddrs>
+	srcAddrs int           // spread over 127.0.0.1 ... 127.0.0.<srcAddrs>
+	settle   time.Duration // how long the users are idle before the server's RSS is read
 	timeout  time.Duration
 }
 
@@ -31,6 +32,7 @@ type connsResult struct {
 	Conns       int      `json:"conns"`
 	Opened      int      `json:"opened"`
 	SrcAddrs    int      `json:"src_addrs"`
+	Settle      float64  `json:"settle_seconds"`
 	OpenSeconds float64  `json:"open_seconds"`
 	RSSBefore   *int64   `json:"server_rss_before_bytes,omitempty"`
 	RSSAfter    *int64   `json:"server_rss_after_bytes,omitempty"`
@@ -43,11 +45,12 @@ type connsResult struct {
 	OK          bool     `json:"ok"`
 }
 
-// runConns opens cfg.conns idle users, reads the server's RSS, checks
+// runConns opens cfg.conns idle users, reads the server's RSS once they
+// have been idle for cfg.settle, checks
 // that the server still answers LIST (chat) and delivers a message to the
 // first user, and closes them all.
 func runConns(ctx context.Context, w wire, cfg connsConfig, pids []int) *connsResult {
-	res := &connsResult{Target: w.name(), Conns: cfg.conns, SrcAddrs: cfg.srcAddrs}
+	res := &connsResult{Target: w.name(), Conns: cfg.conns, SrcAddrs: cfg.srcAddrs, Settle: cfg.settle.Seconds()}
 	ctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, fmt.Errorf("timed out after %v", cfg.timeout))
 	defer cancel()
 	raiseNoFile()
@@ -67,6 +70,10 @@ func runConns(ctx context.Context, w wire, cfg connsConfig, pids []int) *connsRe
 		if c != nil {
 			res.Opened++
 		}
+	}
+	select { // idle users: a server may give memory back once quiet
+	case <-time.After(cfg.settle):
+	case <-ctx.Done():
 	}
 	after := sample(pids)
 	if before.server && after.server && res.Opened > 0 {
@@ -193,7 +200,7 @@ func (r *connsResult) writeTable(w io.Writer) error {
 	row("shape", "conns: %d idle users from %d source addresses", r.Conns, r.SrcAddrs)
 	row("opened", "%d in %.2fs", r.Opened, r.OpenSeconds)
 	if r.RSSPerConn != nil {
-		row("server RSS", "%.1f MiB before, %.1f MiB after", float64(*r.RSSBefore)/(1<<20), float64(*r.RSSAfter)/(1<<20))
+		row("server RSS", "%.1f MiB before, %.1f MiB after, idle %gs", float64(*r.RSSBefore)/(1<<20), float64(*r.RSSAfter)/(1<<20), r.Settle)
 		row("RSS per conn", "%.0f bytes (after-before)/N, %.0f bytes after/N", *r.RSSPerConn, *r.RSSOverConn)
 	}
 	if r.ListUsers != nil {

@@ -82,6 +82,7 @@ type options struct {
 	pids     []int
 	json     bool
 	srcAddrs int
+	settle   time.Duration
 }
 
 // run runs one shape against one server and prints its result.
@@ -94,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var res interface{ writeTable(io.Writer) error }
 	var ok bool
 	if opts.shape == "conns" {
-		r := runConns(ctx, w, connsConfig{addr: opts.addr, conns: opts.n, srcAddrs: opts.srcAddrs, timeout: opts.timeout}, opts.pids)
+		r := runConns(ctx, w, connsConfig{addr: opts.addr, conns: opts.n, srcAddrs: opts.srcAddrs, settle: opts.settle, timeout: opts.timeout}, opts.pids)
 		res, ok = r, r.OK
 	} else {
 		r, err := runLoad(ctx, w, loadConfig{
@@ -124,7 +125,8 @@ const usageText = `Usage: chat-bench pairs|fanin|conns [flags]
 
   pairs  n senders, s<i> sends m messages to its own receiver r<i>
   fanin  n senders all send m messages to one receiver r0
-  conns  n idle users log in; reports server RSS per connection
+  conns  n idle users log in; reports server RSS per connection once they
+         have been idle for --settle
 
 Flags:
 `
@@ -132,7 +134,7 @@ Flags:
 // parseArgs reads the shape and the flags. -h prints the usage to stdout
 // and returns flag.ErrHelp.
 func parseArgs(args []string, stdout io.Writer) (options, error) {
-	opts := options{addr: "127.0.0.1:5378", target: "chat", n: 8, m: 100_000, size: 64, window: 64, timeout: 60 * time.Second, srcAddrs: 1}
+	opts := options{addr: "127.0.0.1:5378", target: "chat", n: 8, m: 100_000, size: 64, window: 64, timeout: 60 * time.Second, srcAddrs: 1, settle: 3 * time.Second}
 	fs := flag.NewFlagSet("chat-bench", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&opts.addr, "addr", opts.addr, "server `host:port`; must be a loopback address")
@@ -155,6 +157,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	})
 	fs.BoolVar(&opts.json, "json", false, "print the result as JSON")
 	fs.IntVar(&opts.srcAddrs, "src-addrs", opts.srcAddrs, "conns: spread connections over 127.0.0.1 ... 127.0.0.N (beyond ~28k connections)")
+	fs.DurationVar(&opts.settle, "settle", opts.settle, "conns: how long the users are idle before the server's RSS is read")
 	help := func() (options, error) {
 		fmt.Fprint(stdout, usageText)
 		fs.SetOutput(stdout)
@@ -196,6 +199,7 @@ func (o options) validate() error {
 	check(o.window >= 1, "--window must be at least 1, got %d", o.window)
 	check(o.timeout > 0, "--timeout must be positive, got %v", o.timeout)
 	check(o.srcAddrs >= 1 && o.srcAddrs <= 254, "--src-addrs must be between 1 and 254, got %d", o.srcAddrs)
+	check(o.settle >= 0, "--settle must not be negative, got %v", o.settle)
 	if o.recvAddr != "" {
 		if err := checkLoopback(o.recvAddr); err != nil {
 			errs = append(errs, err)

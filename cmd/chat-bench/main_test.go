@@ -94,7 +94,7 @@ func TestConnsAgainstChatServer(t *testing.T) {
 	const n = 40
 	addr := startChat(t, n+1)
 	var res connsResult
-	if err := runJSON(t, &res, "conns", "--addr", addr, "-n", strconv.Itoa(n), "--src-addrs", "3",
+	if err := runJSON(t, &res, "conns", "--addr", addr, "-n", strconv.Itoa(n), "--src-addrs", "3", "--settle", "100ms",
 		"--pid", strconv.Itoa(os.Getpid()), "--timeout", "20s"); err != nil {
 		t.Fatalf("run: %v (%+v)", err, res)
 	}
@@ -116,7 +116,7 @@ func TestLoadAgainstNATS(t *testing.T) {
 		}
 	}
 	var res connsResult
-	if err := runJSON(t, &res, "conns", "--target", "nats", "--addr", addr, "-n", "20", "--timeout", "20s"); err != nil || !res.OK {
+	if err := runJSON(t, &res, "conns", "--target", "nats", "--addr", addr, "-n", "20", "--settle", "0", "--timeout", "20s"); err != nil || !res.OK {
 		t.Errorf("conns: run = %v, %+v; want ok", err, res)
 	}
 }
@@ -171,7 +171,7 @@ func startNATS(t *testing.T) (addr string, pid int) {
 func TestConnsReportsBusy(t *testing.T) {
 	addr := startChat(t, 3)
 	var res connsResult
-	err := runJSON(t, &res, "conns", "--addr", addr, "-n", "10", "--timeout", "20s")
+	err := runJSON(t, &res, "conns", "--addr", addr, "-n", "10", "--settle", "0", "--timeout", "20s")
 	if !errors.Is(err, errChecksFailed) || res.OK || !strings.Contains(res.Error, "BUSY") {
 		t.Errorf("run = %v, %+v; want checks failed with BUSY", err, res)
 	}

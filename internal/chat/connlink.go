@@ -128,7 +128,7 @@ func (l *connLink) readLoop() CloseReason {
 		}
 		if quietDeadline && errors.Is(err, os.ErrDeadlineExceeded) && !l.isStopped() {
 			quietDeadline = false
-			l.sess.srv.releasedBuffers(l.sess.release())
+			l.sess.release()
 			_ = l.conn.SetReadDeadline(time.Time{})
 			continue
 		}
@@ -210,8 +210,8 @@ func (l *connLink) writeLoop() {
 		select {
 		case <-l.wakeup:
 		case <-quiet.C:
-			l.sess.srv.releasedBuffers(bigBytes(batch) + l.sess.out.release())
 			batch = dropBig(batch)
+			l.sess.out.release()
 			continue
 		}
 		for {

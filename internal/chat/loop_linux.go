@@ -309,8 +309,9 @@ func (l *loop) tick(now time.Time) {
 		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) && !pc.away {
 			// Quiet for a whole tick: give its big buffers back.
 			delete(l.holding, pc)
-			l.srv.releasedBuffers(bigBytes(pc.batch) + pc.sess.out.release() + pc.sess.release())
 			pc.batch = dropBig(pc.batch)
+			pc.sess.out.release()
+			pc.sess.release()
 		}
 	}
 	for pc := range l.loginPending {

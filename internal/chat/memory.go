@@ -2,34 +2,61 @@ package chat
 
 import (
 	"runtime/debug"
+	"runtime/metrics"
 	"time"
 )
 
 const (
-	// returnMemoryAfter is how many bytes of buffers quiet connections
-	// give back before the server returns its free memory to the system.
-	// Left to itself the runtime would take minutes on a server gone quiet
-	// after a burst: the collector runs as the heap grows, and an idle
-	// server's does not, so what the busy connections held would stay
-	// counted against the process.
-	returnMemoryAfter = 4 << 20
-	// returnMemoryDelay spaces those returns (each is a full collection):
-	// at most one per delay, however many connections go quiet.
-	returnMemoryDelay = time.Second
+	// quietCheck is how often the server looks whether it went quiet.
+	quietCheck = time.Second
+	// returnMemoryAfter is how much memory the heap must hold beyond its
+	// live objects (garbage not yet collected, and free pages the runtime
+	// keeps) for a quiet server to return it to the system.
+	returnMemoryAfter = 1 << 20
 )
 
-// releasedBuffers records that a quiet connection gave back n bytes of
-// buffers. Past returnMemoryAfter, the free memory goes back to the
-// system returnMemoryDelay later, off the caller's goroutine.
-func (srv *Server) releasedBuffers(n int) {
-	if n == 0 || srv.released.Add(int64(n)) < returnMemoryAfter {
-		return
+// returnMemoryWhenQuiet returns free memory to the system each time the
+// server goes quiet holding at least returnMemoryAfter of it, until
+// Shutdown or Close. Left to itself the runtime would take minutes: the
+// collector runs as the heap grows, and a quiet server's does not, so the
+// buffers busy connections gave back and the garbage of a wave of logins
+// would stay counted against the process. A server that is never quiet
+// for a whole quietCheck is left to the runtime.
+func (srv *Server) returnMemoryWhenQuiet() {
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"}, // live and dead objects
+		{Name: "/gc/heap/live:bytes"},                // live, as of the last collection
+		{Name: "/memory/classes/heap/free:bytes"},    // free, not yet returned
 	}
-	if srv.returning.CompareAndSwap(false, true) {
-		srv.released.Store(0)
-		time.AfterFunc(returnMemoryDelay, func() {
-			srv.returning.Store(false)
+	t := time.NewTicker(quietCheck)
+	defer t.Stop()
+	lastActivity := srv.activity()
+	for {
+		select {
+		case <-srv.done:
+			return
+		case <-t.C:
+		}
+		activity := srv.activity()
+		quiet := activity == lastActivity
+		lastActivity = activity
+		if !quiet {
+			continue
+		}
+		metrics.Read(samples)
+		objects, live, free := samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()
+		if objects-min(live, objects)+free >= returnMemoryAfter {
 			debug.FreeOSMemory()
-		})
+		}
 	}
+}
+
+// activity is a count that moves whenever the server does anything for a
+// client: reads its bytes, queues a reply or a DELIVERY.
+func (srv *Server) activity() uint64 {
+	n := srv.counters.bytesIn.Load()
+	for i := range srv.counters.replies {
+		n += srv.counters.replies[i].Load()
+	}
+	return n
 }

@@ -201,15 +201,13 @@ func (o *outbox) take(spare []byte) (batch []byte, isClosed bool) {
 }
 
 // release drops the queue's buffer if it is empty and big: the connection
-// has gone quiet. It returns how many bytes it dropped.
-func (o *outbox) release() int {
+// has gone quiet.
+func (o *outbox) release() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if n := cap(o.pending); len(o.pending) == 0 && n > keepIdleBytes {
+	if len(o.pending) == 0 && cap(o.pending) > keepIdleBytes {
 		o.pending = nil
-		return n
 	}
-	return 0
 }
 
 // dropBig returns b, or nil if its buffer is bigger than a quiet
@@ -219,12 +217,4 @@ func dropBig(b []byte) []byte {
 		return nil
 	}
 	return b
-}
-
-// bigBytes is how many bytes dropBig(b) lets go.
-func bigBytes(b []byte) int {
-	if cap(b) > keepIdleBytes {
-		return cap(b)
-	}
-	return 0
 }

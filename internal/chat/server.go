@@ -80,12 +80,9 @@ type Server struct {
 	pacer    *pacer // writes delaybot's answers in pieces; nil without Config.Bots
 	trace    bool   // log every line (trace.go): the logger is at debug level
 	nextID   atomic.Uint64
-	// Memory given back to the system (memory.go): the buffer bytes quiet
-	// connections released since the last return, and whether one is due.
-	released  atomic.Int64
-	returning atomic.Bool
-	wg        sync.WaitGroup // live connections, and event loops still serving after their Serve returned
-	done      chan struct{}  // closed when Shutdown or Close begins
+	janitor  sync.Once      // starts returnMemoryWhenQuiet (memory.go) with the first Serve
+	wg       sync.WaitGroup // live connections, and event loops still serving after their Serve returned
+	done     chan struct{}  // closed when Shutdown or Close begins
 
 	// Test hooks, set before Serve by export_test.go: testHookLine sees
 	// every line before it is handled; testHookWatch may fail an event
@@ -144,6 +141,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer srv.untrack(ln)
+	srv.janitor.Do(func() { go srv.returnMemoryWhenQuiet() })
 	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
 		return srv.servePolled(tcp)
 	}

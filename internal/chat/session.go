@@ -227,12 +227,11 @@ func (s *session) holding() int {
 	return s.framer.Holding() + cap(s.batch)
 }
 
-// release gives back the reading side's big buffers, and says how many
-// bytes: the connection went quiet. Called by the reading side.
-func (s *session) release() int {
-	n := s.framer.Release() + bigBytes(s.batch)
+// release gives back the reading side's big buffers: the connection went
+// quiet. Called by the reading side.
+func (s *session) release() {
+	s.framer.Release()
 	s.batch = dropBig(s.batch)
-	return n
 }
 
 // handle answers one line, or one line that was too long (err). It returns

@@ -38,13 +38,11 @@ func (f *Framer) Holding() int {
 }
 
 // Release gives back a big buffer the Framer holds between lines: the
-// connection went quiet. It returns how many bytes it gave back.
-func (f *Framer) Release() int {
-	if n := cap(f.partial); len(f.partial) == 0 && n > keepIdleBytes {
+// connection went quiet.
+func (f *Framer) Release() {
+	if len(f.partial) == 0 && cap(f.partial) > keepIdleBytes {
 		f.partial = nil
-		return n
 	}
-	return 0
 }
 
 // Feed hands the Framer the next bytes of the stream. For each complete
