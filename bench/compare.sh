@@ -51,13 +51,9 @@ for s in "${shapes[@]}"; do
 	read -r shape n m <<<"$s"
 	declare -A med=()
 	for target in chat nats; do
-		files=("$tmp/runs/$shape-$target-"*.json)
-		ok=$(grep -l '"ok":true' "${files[@]}" | wc -l)
-		for f in msgs_per_sec latency_p99_us server_cpu_us_per_msg; do
-			med[$target.$f]=$(for j in "${files[@]}"; do field "$j" "$f"; done | median)
-		done
+		medians "$target" "$tmp/runs/$shape-$target-"*.json
 		printf '%-6s %-10s %12.0f %10.0f %18.2f %8s\n' "$shape" "$target" \
-			"${med[$target.msgs_per_sec]}" "${med[$target.latency_p99_us]}" "${med[$target.server_cpu_us_per_msg]}" "$ok/$rounds"
+			"${med[$target.msgs_per_sec]}" "${med[$target.latency_p99_us]}" "${med[$target.server_cpu_us_per_msg]}" "$passed/$rounds"
 	done
 	awk -v s="$shape" -v a="${med[chat.msgs_per_sec]}" -v b="${med[nats.msgs_per_sec]}" \
 		-v c="${med[chat.latency_p99_us]}" -v d="${med[nats.latency_p99_us]}" \

@@ -120,6 +120,19 @@ bench() {
 # field FILE NAME prints a number field of a one-line JSON result.
 field() { grep -o "\"$2\":[-0-9.e+]*" "$1" | cut -d: -f2 || true; }
 
+# medians KEY FILE... sets med[KEY.F] (med: the caller's associative
+# array) to the median of F over the JSON results FILE..., for each F of
+# msgs_per_sec, latency_p99_us and server_cpu_us_per_msg, and passed to how
+# many of them passed their checks.
+medians() {
+	local key=$1 f j
+	shift
+	for f in msgs_per_sec latency_p99_us server_cpu_us_per_msg; do
+		med[$key.$f]=$(for j in "$@"; do field "$j" "$f"; done | median)
+	done
+	passed=$(grep -l '"ok":true' "$@" | wc -l)
+}
+
 # median prints the median of the numbers on stdin ("-" for none).
 median() {
 	sort -g | awk '{ v[NR] = $1 } END {

@@ -86,13 +86,9 @@ done
 declare -A med=()
 printf '\n%-14s %12s %10s %18s %8s\n' path msgs/s p99_us server_cpu_us/msg ok_runs
 for path in "${paths[@]}"; do
-	files=("$tmp/runs/$path-"*.json)
-	ok=$(grep -l '"ok":true' "${files[@]}" | wc -l)
-	for f in msgs_per_sec latency_p99_us server_cpu_us_per_msg; do
-		med[$path.$f]=$(for j in "${files[@]}"; do field "$j" "$f"; done | median)
-	done
+	medians "$path" "$tmp/runs/$path-"*.json
 	printf '%-14s %12.0f %10.0f %18.2f %8s\n' "$path" "${med[$path.msgs_per_sec]}" \
-		"${med[$path.latency_p99_us]}" "${med[$path.server_cpu_us_per_msg]}" "$ok/$rounds"
+		"${med[$path.latency_p99_us]}" "${med[$path.server_cpu_us_per_msg]}" "$passed/$rounds"
 done
 echo
 printf '%-28s %10s %14s\n' ratio msgs/s cpu_per_msg
