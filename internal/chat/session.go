@@ -323,7 +323,9 @@ var errOffload = errors.New("chat: the request must wait on the cluster")
 // protocol's order: header, login state, body, then the request itself.
 func (s *session) dispatch(line []byte) error {
 	req, err := protocol.Parse(line)
-	if s.batchTo != nil && !s.continuesBatch(req, err) {
+	if err != nil || req.Command != protocol.CmdSend {
+		// Only a SEND may follow the batch's before they are answered
+		// (send flushes it for another recipient).
 		if err := s.flushDeliveries(); err != nil {
 			return err
 		}
@@ -489,6 +491,12 @@ func loginOutcome(err error) (LoginResult, protocol.ReplyKind) {
 // cluster mode a recipient not on this server is forwarded to.
 func (s *session) send(toName, message []byte) error {
 	to := s.recipient(toName)
+	if to != s.batchTo {
+		// The batch's replies come first.
+		if err := s.flushDeliveries(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case to == nil && s.srv.cluster != nil:
 		return s.forward(toName, message) // not on this server: maybe on another
@@ -522,27 +530,16 @@ func (s *session) recipient(name []byte) *session {
 	return s.lastTo
 }
 
-// gather adds a DELIVERY for to to the batch (see batchTo).
+// gather adds a DELIVERY for to to the batch (see batchTo), which send
+// has emptied if it was for someone else.
 func (s *session) gather(to *session, message []byte) error {
-	if to != s.batchTo {
-		if err := s.flushDeliveries(); err != nil {
-			return err
-		}
-		s.batchTo = to
-	}
+	s.batchTo = to
 	s.batch = protocol.AppendDelivery(s.batch, s.claim.Name, message)
 	s.batchSends++
 	if len(s.batch) >= flushRepliesBytes {
 		return s.flushDeliveries()
 	}
 	return nil
-}
-
-// continuesBatch reports whether a request leaves the batch gathering: a
-// SEND, well formed, to the batch's recipient. Any other request's
-// replies must come after the batch's.
-func (s *session) continuesBatch(req protocol.Request, err error) bool {
-	return err == nil && req.Command == protocol.CmdSend && string(req.Name) == s.lastToName
 }
 
 // flushDeliveries queues the batch on its recipient, then answers its
