@@ -98,8 +98,8 @@ func TestConnsAgainstChatServer(t *testing.T) {
 		"--pid", strconv.Itoa(os.Getpid()), "--timeout", "20s"); err != nil {
 		t.Fatalf("run: %v (%+v)", err, res)
 	}
-	if !res.OK || res.Opened != n || res.ListUsers == nil || *res.ListUsers != n+1 || res.RSSPerConn == nil {
-		t.Errorf("got %+v, want %d opened, LIST with %d users, RSS per connection", res, n, n+1)
+	if !res.OK || res.Opened != n || res.ListUsers == nil || *res.ListUsers != n+1 || res.RSSPerConn == nil || res.Settle != 0.1 {
+		t.Errorf("got %+v, want %d opened, LIST with %d users, RSS per connection after 0.1 s idle", res, n, n+1)
 	}
 }
 
@@ -397,5 +397,14 @@ func TestPidList(t *testing.T) {
 	one, both := sample([]int{self}), sample([]int{self, parent})
 	if !one.server || !both.server || both.serverRSS <= one.serverRSS || both.serverCPU < one.serverCPU {
 		t.Errorf("one process %+v, two %+v: want the two summed", one, both)
+	}
+}
+
+// TestSettleMustNotBeNegative: --settle is a wait; a negative one is an
+// operator's mistake, refused with a clear message.
+func TestSettleMustNotBeNegative(t *testing.T) {
+	_, err := parseArgs([]string{"conns", "--settle", "-1s"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--settle must not be negative") {
+		t.Errorf("--settle -1s: %v, want refused", err)
 	}
 }
