@@ -139,7 +139,14 @@ const WaitTimeout = 10 * time.Second
 // everything a reply can show, tests wait for by reading the reply.
 func Eventually(t testing.TB, what string, check func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(WaitTimeout)
+	EventuallyWithin(t, WaitTimeout, what, check)
+}
+
+// EventuallyWithin is Eventually with its own bound, for state that takes
+// a known long time to come about.
+func EventuallyWithin(t testing.TB, timeout time.Duration, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !check() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
