@@ -280,7 +280,7 @@ func (s *session) answer(err error) bool {
 	case *protocol.Error:
 		s.reply(err.Reply)
 	case endSession:
-		if err == errFenced {
+		if err == errFenced && s.stop != ReasonFenced { // said once, if flushReplies said it
 			s.log().Warn("cut off from the cluster: closing the connection")
 		}
 		s.stop = CloseReason(err)
@@ -360,6 +360,12 @@ func (s *session) dispatch(line []byte) error {
 	case protocol.CmdList:
 		if mustWait {
 			return errOffload
+		}
+		// A cluster's LIST waits on NATS: the replies before it go out
+		// first, so a client that pipelines requests gets each answer as
+		// it is made, not after the round trips of the LISTs behind it.
+		if s.srv.cluster != nil && !s.flushReplies() {
+			return endSession(s.stop)
 		}
 		s.list()
 	case protocol.CmdSend:
