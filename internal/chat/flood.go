@@ -14,21 +14,21 @@ import "time"
 // flood. Owned by the reading side.
 type bucket struct {
 	tokens    float64
-	last      time.Time // when it was refilled; zero before the first
-	heldSince time.Time // when the current stretch of holding back began; zero if none
+	last      instant // when it was refilled; zero before the first
+	heldSince instant // when the current stretch of holding back began; zero if none
 }
 
 // refill brings the bucket up to now. A full bucket ends a stretch of
 // holding back: the client has kept within the rate for a whole burst.
-func (b *bucket) refill(cfg *Config, now time.Time) {
-	if b.last.IsZero() {
+func (b *bucket) refill(cfg *Config, now instant) {
+	if b.last == 0 {
 		b.tokens = float64(cfg.Burst)
 	} else {
-		b.tokens = min(float64(cfg.Burst), b.tokens+cfg.Rate*now.Sub(b.last).Seconds())
+		b.tokens = min(float64(cfg.Burst), b.tokens+cfg.Rate*now.sub(b.last).Seconds())
 	}
 	b.last = now
 	if b.tokens >= float64(cfg.Burst) {
-		b.heldSince = time.Time{}
+		b.heldSince = 0
 	}
 }
 
@@ -42,9 +42,9 @@ func (b *bucket) spend() (stop bool) {
 // hold says how long the link must wait before the session goes on, now
 // that it stopped, and whether it has been held back so long that it is a
 // flood.
-func (b *bucket) hold(cfg *Config, now time.Time) (wait time.Duration, flood bool) {
-	if b.heldSince.IsZero() {
+func (b *bucket) hold(cfg *Config, now instant) (wait time.Duration, flood bool) {
+	if b.heldSince == 0 {
 		b.heldSince = now
 	}
-	return time.Duration(-b.tokens / cfg.Rate * float64(time.Second)), now.Sub(b.heldSince) > cfg.FloodTimeout
+	return time.Duration(-b.tokens / cfg.Rate * float64(time.Second)), now.sub(b.heldSince) > cfg.FloodTimeout
 }

@@ -46,8 +46,8 @@ type loop struct {
 	holding      map[*pollConn]struct{} // conns that may hold big buffers
 	heldBack     map[*pollConn]struct{} // conns not read until their resumeAt (flood control)
 	ticks        uint64                 // ticks so far
-	nextTick     time.Time
-	acceptPaused time.Time     // zero, or when accepting resumes after an error
+	nextTick     instant
+	acceptPaused instant       // zero, or when accepting resumes after an error
 	backoff      time.Duration // the last pause after an accept error
 	listening    bool          // the listener is in this loop's epoll set
 	unlistened   bool          // this loop is done with the listener for good
@@ -161,7 +161,7 @@ func (l *loop) run() {
 		}
 		l.takeWoken()
 		l.flushAll()
-		if now := time.Now(); !now.Before(l.nextTick) {
+		if now := nowInstant(); now >= l.nextTick {
 			l.tick(now)
 		}
 	}
@@ -178,7 +178,7 @@ func (l *loop) waitMillis() int {
 	if news {
 		return 0
 	}
-	return max(int(time.Until(l.nextTick)/time.Millisecond), 1)
+	return max(int(l.nextTick.sub(nowInstant())/time.Millisecond), 1)
 }
 
 func (l *loop) dispatch(ev *unix.EpollEvent) {
@@ -302,8 +302,8 @@ func (l *loop) flushAll() {
 // WriteTimeout, reads again the ones flood control held back whose time
 // came, resumes a paused accept, and looks whether the listener was
 // closed.
-func (l *loop) tick(now time.Time) {
-	l.nextTick = now.Add(tickInterval)
+func (l *loop) tick(now instant) {
+	l.nextTick = now.add(tickInterval)
 	l.ticks++
 	for pc := range l.holding {
 		if pc.flushedTick+1 < l.ticks && pc.written == len(pc.batch) && !pc.away {
@@ -318,24 +318,24 @@ func (l *loop) tick(now time.Time) {
 		switch {
 		case pc.loginDone.Load():
 			delete(l.loginPending, pc)
-		case now.After(pc.loginDeadline) && !pc.away:
+		case now > pc.loginDeadline && !pc.away:
 			l.endRead(pc, ReasonLoginTimeout)
 		}
 	}
 	for pc := range l.stalled {
-		if now.Sub(pc.stalledSince) > l.srv.cfg.WriteTimeout {
+		if now.sub(pc.stalledSince) > l.srv.cfg.WriteTimeout {
 			delete(l.stalled, pc)
 			pc.sess.log().Warn("slow consumer: write stalled", "timeout", l.srv.cfg.WriteTimeout)
 			pc.sess.end(ReasonSlowConsumer)
 		}
 	}
 	for pc := range l.heldBack {
-		if !now.Before(pc.resumeAt) {
+		if now >= pc.resumeAt {
 			l.resume(pc, now)
 		}
 	}
-	if !l.acceptPaused.IsZero() && now.After(l.acceptPaused) && !l.stopping.Load() && !l.p.lnGone.Load() {
-		l.acceptPaused = time.Time{}
+	if l.acceptPaused != 0 && now > l.acceptPaused && !l.stopping.Load() && !l.p.lnGone.Load() {
+		l.acceptPaused = 0
 		_ = l.listen(true)
 	}
 	l.p.checkListener()
@@ -377,13 +377,13 @@ func (l *loop) handled(pc *pollConn, wait time.Duration, ok bool) {
 			pc.sess.offload(func(wait time.Duration, ok bool) { l.giveBack(pc, wait, ok) })
 		})
 	case wait > 0:
-		l.holdBack(pc, time.Now().Add(wait))
+		l.holdBack(pc, nowInstant().add(wait))
 	}
 }
 
 // holdBack stops reading pc until resume (flood control): what the
 // client sends waits in the socket.
-func (l *loop) holdBack(pc *pollConn, resume time.Time) {
+func (l *loop) holdBack(pc *pollConn, resume instant) {
 	pc.resumeAt = resume
 	l.heldBack[pc] = struct{}{}
 	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)
@@ -391,9 +391,9 @@ func (l *loop) holdBack(pc *pollConn, resume time.Time) {
 
 // resume ends pc's hold: what flood control kept is handled, and then
 // the socket is read again, unless the session must wait once more.
-func (l *loop) resume(pc *pollConn, now time.Time) {
+func (l *loop) resume(pc *pollConn, now instant) {
 	delete(l.heldBack, pc)
-	pc.resumeAt = time.Time{}
+	pc.resumeAt = 0
 	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)
 	if pc.sess.holdingBack() {
 		wait, ok := pc.sess.resume()

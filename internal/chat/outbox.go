@@ -36,11 +36,16 @@ type outbox struct {
 	// the lock to know a remembered recipient is gone (session.recipient).
 	noDeliveries atomic.Bool
 
-	// A paced write (delaybot's answers, pushPaced) queues its bytes in
-	// pieces over time. Meanwhile what else is queued waits in
-	// pacedBehind, so that no other line lands inside a paced one.
-	pacedRest   []byte // guarded by mu: the paced bytes not queued yet; nil when no paced write is under way
-	pacedBehind []byte // guarded by mu: queued meanwhile, to follow the paced bytes
+	paced *pacedWrite // guarded by mu; nil unless a paced write is under way
+}
+
+// pacedWrite is a paced write under way (delaybot's answers, pushPaced):
+// its bytes are queued in pieces over time, and meanwhile what else is
+// queued waits behind them, so that no other line lands inside a paced
+// one. Few connections ever have one, so it is not part of every outbox.
+type pacedWrite struct {
+	rest   []byte // the paced bytes not queued yet
+	behind []byte // queued meanwhile, to follow the paced bytes
 }
 
 // pushResult is what happened to bytes handed to an outbox.
@@ -81,8 +86,8 @@ func (o *outbox) pushBytes(b []byte, lease *Lease, deliveries bool) pushResult {
 // tailLocked is where bytes queued now go: behind a paced write under
 // way, or else straight into pending.
 func (o *outbox) tailLocked() *[]byte {
-	if o.pacedRest != nil {
-		return &o.pacedBehind
+	if o.paced != nil {
+		return &o.paced.behind
 	}
 	return &o.pending
 }
@@ -119,12 +124,12 @@ func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
 	switch {
 	case res != pushed:
 		return res
-	case o.pacedRest != nil || first >= len(b):
+	case o.paced != nil || first >= len(b):
 		*o.tailLocked() = append(*o.tailLocked(), b...)
 		return pushed
 	}
 	o.pending = append(o.pending, b[:first]...)
-	o.pacedRest = append(make([]byte, 0, len(b)-first), b[first:]...)
+	o.paced = &pacedWrite{rest: append(make([]byte, 0, len(b)-first), b[first:]...)}
 	return pushed
 }
 
@@ -133,13 +138,14 @@ func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
 func (o *outbox) advancePaced(n int) (complete bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.pacedRest == nil {
+	if o.paced == nil {
 		return true // completed by close
 	}
-	n = min(n, len(o.pacedRest))
-	o.pending = append(o.pending, o.pacedRest[:n]...)
-	o.pacedRest = o.pacedRest[n:]
-	if len(o.pacedRest) > 0 {
+	p := o.paced
+	n = min(n, len(p.rest))
+	o.pending = append(o.pending, p.rest[:n]...)
+	p.rest = p.rest[n:]
+	if len(p.rest) > 0 {
 		return false
 	}
 	o.completePacedLocked()
@@ -149,9 +155,17 @@ func (o *outbox) advancePaced(n int) (complete bool) {
 // completePacedLocked queues the rest of the paced write under way, and
 // what waited behind it.
 func (o *outbox) completePacedLocked() {
-	o.pending = append(o.pending, o.pacedRest...)
-	o.pending = append(o.pending, o.pacedBehind...)
-	o.pacedRest, o.pacedBehind = nil, nil
+	o.pending = append(o.pending, o.paced.rest...)
+	o.pending = append(o.pending, o.paced.behind...)
+	o.paced = nil
+}
+
+// size is how many bytes p holds; 0 for none.
+func (p *pacedWrite) size() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.rest) + len(p.behind)
 }
 
 // reserveLocked reports whether n more bytes may be queued now; of
@@ -160,7 +174,7 @@ func (o *outbox) reserveLocked(n int, lease *Lease, deliveries bool) pushResult 
 	switch {
 	case o.closed, deliveries && o.noDeliveries.Load():
 		return ending
-	case o.inflight+len(o.pending)+len(o.pacedRest)+len(o.pacedBehind)+n > o.limit:
+	case o.inflight+len(o.pending)+o.paced.size()+n > o.limit:
 		return overflow
 	case !lease.Valid():
 		return unvouched
@@ -182,7 +196,7 @@ func (o *outbox) stopDeliveries() {
 func (o *outbox) close() {
 	o.mu.Lock()
 	o.closed = true
-	if o.pacedRest != nil {
+	if o.paced != nil {
 		o.completePacedLocked()
 	}
 	o.mu.Unlock()

@@ -16,14 +16,14 @@ type pollConn struct {
 	// Owned by the loop.
 	fd            int // -1 once closed
 	batch         []byte
-	written       int       // bytes of batch already written
-	flushedTick   uint64    // the loop's tick count when a big batch was last taken
-	stalledSince  time.Time // zero unless batch waits for the socket; its last progress
-	loginDeadline time.Time
-	resumeAt      time.Time // zero unless flood control holds back reading until then
-	wantWrite     bool      // EPOLLOUT is in the epoll set
-	readDone      bool      // the read side ended; only draining is left
-	queued        bool      // on the loop's flush list
+	written       int     // bytes of batch already written
+	flushedTick   uint64  // the loop's tick count when a big batch was last taken
+	stalledSince  instant // zero unless batch waits for the socket; its last progress
+	loginDeadline instant
+	resumeAt      instant // zero unless flood control holds back reading until then
+	wantWrite     bool    // EPOLLOUT is in the epoll set
+	readDone      bool    // the read side ended; only draining is left
+	queued        bool    // on the loop's flush list
 	// away: a goroutine has the session's reading side (cluster mode: a
 	// request or a logout that waits on NATS). The socket is out of the
 	// epoll set meanwhile; it is still written when output comes.
@@ -43,7 +43,7 @@ const pollIn = unix.EPOLLIN | unix.EPOLLRDHUP
 // events is what pc waits for in the epoll set.
 func (pc *pollConn) events() uint32 {
 	var ev uint32
-	if !pc.readDone && pc.resumeAt.IsZero() {
+	if !pc.readDone && pc.resumeAt == 0 {
 		ev = pollIn
 	}
 	if pc.wantWrite {
@@ -99,8 +99,8 @@ func (l *loop) flush(pc *pollConn) {
 // The stall clock starts now unless it runs already and this flush wrote
 // nothing: a client that reads slowly but steadily is not stalled.
 func (l *loop) wait(pc *pollConn, progressed bool) {
-	if pc.stalledSince.IsZero() || progressed {
-		pc.stalledSince = time.Now()
+	if pc.stalledSince == 0 || progressed {
+		pc.stalledSince = nowInstant()
 		l.stalled[pc] = struct{}{}
 	}
 	if !pc.wantWrite {
@@ -111,8 +111,8 @@ func (l *loop) wait(pc *pollConn, progressed bool) {
 
 // drained notes that pc's last batch is fully written.
 func (l *loop) drained(pc *pollConn) {
-	if !pc.stalledSince.IsZero() {
-		pc.stalledSince = time.Time{}
+	if pc.stalledSince != 0 {
+		pc.stalledSince = 0
 		delete(l.stalled, pc)
 	}
 	if pc.wantWrite {

@@ -154,7 +154,7 @@ func (l *loop) accept() {
 			// the listener stays readable and would spin the loop.
 			l.backoff = nextBackoff(l.backoff)
 			l.srv.log.Warn("accept failed; retrying", "err", err, "retry_in", l.backoff)
-			l.acceptPaused = time.Now().Add(l.backoff)
+			l.acceptPaused = nowInstant().add(l.backoff)
 			_ = l.listen(false)
 			return
 		}
@@ -164,7 +164,7 @@ func (l *loop) accept() {
 // admit starts serving a new connection, or turns it away.
 func (l *loop) admit(fd int, sa unix.Sockaddr) {
 	s := l.srv.newSession(sockaddrAddrPort(sa))
-	pc := &pollConn{sess: s, loop: l, fd: fd, loginDeadline: time.Now().Add(l.srv.cfg.LoginTimeout)}
+	pc := &pollConn{sess: s, loop: l, fd: fd, loginDeadline: nowInstant().add(l.srv.cfg.LoginTimeout)}
 	s.link = pc
 	switch reason, ok := l.srv.admit(s); {
 	case !ok && reason == ReasonServerShutdown:

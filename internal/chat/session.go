@@ -39,31 +39,32 @@ type session struct {
 
 	// Owned by the reading side: the goroutine or event loop that calls
 	// receive.
-	framer     *protocol.Framer
-	handleLine func(line []byte, err error) bool // s.handle, bound once
-	claim      Claim                             // Name is "" until logged in
-	replies    []byte                            // replies not yet queued
-	lastTo     *session                          // the last local recipient looked up; see recipient
-	lastToName string                            // the name lastTo was looked up by
+	framer     protocol.Framer
+	claim      Claim    // Name is "" until logged in
+	replies    []byte   // replies not yet queued
+	lastTo     *session // the last local recipient looked up; see recipient
+	lastToName string   // the name lastTo was looked up by
 	// DELIVERYs to one local user (batchTo), gathered over a chunk and
 	// queued at once (flushDeliveries): one lock and one wake per
 	// recipient and chunk, not per message. Their SEND-OKs are replied
 	// when they are queued, so any other reply waits for that.
 	batchTo    *session
 	batch      []byte
-	batchSends int         // the SENDs in batch
-	tally      tally       // counts not yet added to srv.counters
-	stop       CloseReason // why handle returned false
-	bucket     bucket      // flood control
-	throttled  bool        // handle stopped for flood control, not to end the session
-	pending    []byte      // read, not yet handled: flood control or an offload holds it back
+	batchSends int    // the SENDs in batch
+	tally      tally  // counts not yet added to srv.counters
+	bucket     bucket // flood control
+	pending    []byte // read, not yet handled: flood control or an offload holds it back
 	// Cluster mode on an event loop, which must not wait: a request that
 	// would wait on the cluster stops handling (errOffload), and the link
 	// hands the rest to a goroutine of its own (offload), where mayBlock
 	// is set. A goroutine pair's or a bot's session always has mayBlock.
-	mayBlock    bool
-	offloadNow  bool   // handle stopped for an offload
 	offloadLine []byte // the line that must wait, handled again by offload
+	mayBlock    bool
+	offloadNow  bool        // handle stopped for an offload
+	throttled   bool        // handle stopped for flood control, not to end the session
+	stop        CloseReason // why handle returned false
+	// (The small fields sit together: an idle server holds a session per
+	// user, and padding between them would cost a bigger size class.)
 
 	prev, next *session // guarded by registry.mu: the login order
 
@@ -92,9 +93,8 @@ func newSession(srv *Server, id uint64, remote netip.AddrPort) *session {
 		id:     id,
 		remote: remote,
 		out:    newOutbox(srv.cfg.MaxPendingBytes),
-		framer: protocol.NewFramer(min(preLoginMaxLine, srv.cfg.MaxLineBytes)),
 	}
-	s.handleLine = s.handle
+	s.framer.SetMaxLine(min(preLoginMaxLine, srv.cfg.MaxLineBytes))
 	if srv.cluster != nil {
 		s.held = newHeldReplies()
 	}
@@ -162,13 +162,13 @@ func (s *session) handleInput(data []byte) (wait time.Duration, ok bool) {
 			s.stop, ok = ReasonInternalError, false
 		}
 	}()
-	var now time.Time
+	var now instant
 	if s.srv.cfg.Rate > 0 {
-		now = time.Now()
+		now = nowInstant()
 		s.bucket.refill(&s.srv.cfg, now)
 	}
 	s.throttled = false
-	n, fed := s.framer.Feed(data, s.handleLine)
+	n, fed := s.framer.Feed(data, s.handle)
 	if s.offloadNow {
 		// The line again, then the rest: offload handles both, in order.
 		rest := data[n:]
