@@ -339,9 +339,7 @@ func (s *session) dispatch(line []byte) error {
 		return protocol.ErrBadHeader
 	case err != nil:
 		if req.Command == protocol.CmdHelloFrom {
-			s.srv.counters.logins[LoginBadName].Add(1)
-			_, name, _ := bytes.Cut(line, []byte(" "))
-			s.log().Info("login failed", "user", string(name), "reply", protocol.ReplyBadBody.String(), "result", LoginBadName.String(), "why", protocol.ExplainName(name))
+			s.badName(line)
 		}
 		return err
 	case loggedIn && !s.srv.lease.Of(s.claim.Epoch):
@@ -372,6 +370,15 @@ func (s *session) dispatch(line []byte) error {
 		return s.send(req.Name, req.Message)
 	}
 	return nil
+}
+
+// badName counts and logs a login refused for its name. It is a function
+// of its own so that dispatch, which runs for every request, does not
+// carry the logging call's stack frame.
+func (s *session) badName(line []byte) {
+	s.srv.counters.logins[LoginBadName].Add(1)
+	_, name, _ := bytes.Cut(line, []byte(" "))
+	s.log().Info("login failed", "user", string(name), "reply", protocol.ReplyBadBody.String(), "result", LoginBadName.String(), "why", protocol.ExplainName(name))
 }
 
 // login logs the session in as name. The HELLO is queued before anyone can

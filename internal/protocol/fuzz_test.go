@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"chatserver/internal/protocol"
 )
@@ -54,6 +56,22 @@ func FuzzParse(f *testing.F) {
 		}
 		if got, ok := bytes.CutSuffix(enc, []byte("\n")); !ok || !bytes.Equal(got, line) {
 			t.Fatalf("Parse(%q) = %+v, which encodes to %q", line, req, enc)
+		}
+	})
+}
+
+// FuzzValidMessage checks ValidMessage against the rule it implements,
+// spelled out plainly.
+func FuzzValidMessage(f *testing.F) {
+	for _, seed := range []string{"hi", "  hi  ", "zoë 😀", "", " \t", "a\x00", "a\r", "ok\xc3",
+		"hello there hello there", "hello there\x00hello", "\u00a0\u2003\u3000 plain text after"} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		want := utf8.Valid(msg) && !bytes.ContainsAny(msg, "\x00\r\n") &&
+			len(bytes.TrimLeftFunc(msg, unicode.IsSpace)) > 0
+		if got := protocol.ValidMessage(msg); got != want {
+			t.Fatalf("ValidMessage(%q) = %t, want %t", msg, got, want)
 		}
 	})
 }

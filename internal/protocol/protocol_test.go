@@ -217,6 +217,29 @@ func TestValidMessage(t *testing.T) {
 	}
 }
 
+// TestValidMessageAnyPosition puts one byte that decides the answer at
+// every position of messages long enough to be checked in 8-byte words.
+func TestValidMessageAnyPosition(t *testing.T) {
+	tests := []struct {
+		insert string
+		want   bool
+	}{
+		{"\x00", false}, {"\r", false}, {"\n", false}, {"\xff", false}, {"\xc3", false},
+		{"é", true}, {"😀", true}, {"\x7f", true}, {"\t", true}, {"~", true},
+	}
+	for _, tc := range tests {
+		for n := 2; n <= 40; n++ { // an "a" besides the insert: a visible character
+			for at := range n {
+				msg := []byte(strings.Repeat("a", n))
+				msg = append(msg[:at:at], append([]byte(tc.insert), msg[at+1:]...)...)
+				if got := protocol.ValidMessage(msg); got != tc.want {
+					t.Fatalf("ValidMessage(%q) = %t, want %t", msg, got, tc.want)
+				}
+			}
+		}
+	}
+}
+
 func TestCommandString(t *testing.T) {
 	tests := []struct {
 		cmd  protocol.Command
