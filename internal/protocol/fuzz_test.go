@@ -23,6 +23,9 @@ func FuzzParse(f *testing.F) {
 		if !bytes.Equal(line, orig) {
 			t.Fatalf("Parse changed its line %q to %q", orig, line)
 		}
+		if want := parseModel(line); err != want {
+			t.Fatalf("Parse(%q) = %v, want %v", line, err, want)
+		}
 		switch {
 		case err == protocol.ErrBadHeader && req.Command == protocol.CmdUnknown,
 			err == protocol.ErrBadBody && req.Command != protocol.CmdUnknown:
@@ -58,6 +61,28 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) = %+v, which encodes to %q", line, req, enc)
 		}
 	})
+}
+
+// parseModel is the grammar spelled out plainly: the error Parse must
+// return for line.
+func parseModel(line []byte) error {
+	header, body, hasBody := bytes.Cut(line, []byte(" "))
+	valid := false
+	switch string(header) {
+	case "HELLO-FROM":
+		valid = hasBody && protocol.ValidName(body)
+	case "LIST":
+		valid = !hasBody
+	case "SEND":
+		to, msg, hasMsg := bytes.Cut(body, []byte(" "))
+		valid = hasBody && hasMsg && protocol.ValidName(to) && protocol.ValidMessage(msg)
+	default:
+		return protocol.ErrBadHeader
+	}
+	if !valid {
+		return protocol.ErrBadBody
+	}
+	return nil
 }
 
 // FuzzValidMessage checks ValidMessage against the rule it implements,

@@ -7,7 +7,10 @@
 // can parse in place on its hot path.
 package protocol
 
-import "bytes"
+import (
+	"bytes"
+	"unicode/utf8"
+)
 
 // Command is a request's header.
 type Command uint8
@@ -80,8 +83,8 @@ func Parse(line []byte) (Request, error) {
 			return req, ErrBadBody
 		}
 	case CmdSend:
-		to, msg, hasMsg := cutSpaceWithin(body, MaxNameBytes+1)
-		if !hasBody || !hasMsg || !ValidName(to) || !ValidMessage(msg) {
+		to, msg, ok := cutName(body)
+		if !ok || !ValidMessage(msg) {
 			return req, ErrBadBody
 		}
 		req.Name, req.Message = to, msg
@@ -111,6 +114,25 @@ func cutSpaceWithin(b []byte, n int) (before, after []byte, found bool) {
 		}
 	}
 	return b, nil, false
+}
+
+// cutName splits a SEND's body at the space after the recipient's name,
+// and reports whether there is one and the name is valid. An ASCII name,
+// the usual kind, is checked by the same loop that finds its end.
+func cutName(body []byte) (name, rest []byte, ok bool) {
+	ascii := true
+	for i, c := range body[:min(len(body), MaxNameBytes+1)] {
+		switch {
+		case c == ' ':
+			name = body[:i]
+			return name, body[i+1:], i > 0 && (ascii || ValidName(name))
+		case c >= utf8.RuneSelf:
+			ascii = false
+		case !nameASCII[c]:
+			return nil, nil, false
+		}
+	}
+	return nil, nil, false // no space, or not before the longest name's end
 }
 
 // commandOf maps a header to its command, CmdUnknown if it is none of them.

@@ -61,11 +61,11 @@ func isReservedInName(r rune) bool {
 // leading or trailing spaces are allowed and kept.
 //
 // It runs once per SEND on the server's hot path, so it checks everything
-// in one pass: plain ASCII eight bytes at a time (plainASCIIPrefix), the
-// rest byte by byte, and it decodes runes only until the first visible
+// in one pass: plain ASCII eight bytes at a time (plainASCII), anything
+// else byte by byte, and it decodes runes only until the first visible
 // one, which is usually the first byte.
 func ValidMessage(msg []byte) bool {
-	for i := plainASCIIPrefix(msg); i < len(msg); i++ {
+	for i := plainASCII(msg); i < len(msg); i++ {
 		c := msg[i]
 		if c >= utf8.RuneSelf { // not ASCII from here: the general checks
 			rest := msg[i:]
@@ -79,6 +79,13 @@ func ValidMessage(msg []byte) bool {
 		}
 	}
 	for len(msg) > 0 {
+		if c := msg[0]; c < utf8.RuneSelf { // unicode.IsSpace's ASCII cases
+			if c != ' ' && (c < '\t' || c > '\r') {
+				return true
+			}
+			msg = msg[1:]
+			continue
+		}
 		r, size := utf8.DecodeRune(msg)
 		if !unicode.IsSpace(r) {
 			return true
@@ -100,21 +107,28 @@ const (
 	lfBytes = '\n' * ones
 )
 
-// plainASCIIPrefix returns the length of the longest prefix of b, in whole
-// 8-byte words, that holds only ASCII other than NUL, "\r" and "\n": the
-// bytes a message may hold without any further check.
+// plainASCII returns how many leading bytes of b are known to be ASCII
+// other than NUL, "\r" and "\n", the bytes a message may hold without any
+// further check: all of b if it is at least a word long and all such, else
+// a multiple of 8. The last word may overlap the one before it.
 //
 // For a word w with no byte's high bit set, subtracting 1 from every byte
 // sets a high bit only where a byte was 0 (or where a 0 below it borrowed),
 // so w-ones has a high bit set exactly when w holds a 0 byte, and
 // (w^crBytes)-ones when it holds a "\r". One test covers all four cases.
-func plainASCIIPrefix(b []byte) int {
+func plainASCII(b []byte) int {
 	n := 0
 	for ; n+8 <= len(b); n += 8 {
-		w := binary.LittleEndian.Uint64(b[n:])
-		if (w|(w-ones)|((w^crBytes)-ones)|((w^lfBytes)-ones))&highs != 0 {
-			break
+		if !plainWord(binary.LittleEndian.Uint64(b[n:])) {
+			return n
 		}
 	}
+	if n < len(b) && n >= 8 && plainWord(binary.LittleEndian.Uint64(b[len(b)-8:])) {
+		return len(b)
+	}
 	return n
+}
+
+func plainWord(w uint64) bool {
+	return (w|(w-ones)|((w^crBytes)-ones)|((w^lfBytes)-ones))&highs == 0
 }
