@@ -78,7 +78,9 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 		}
 		c.markDead(node)
 	}
-	release(p.handled(p.expect-1, failed, theirFailed, h.ack, hadRecords, time.Now()))
+	n.acked = p.handled(n.acked[:0], p.expect-1, failed, theirFailed, h.ack, hadRecords, time.Now())
+	release(n.acked)
+	clear(n.acked) // drop the references to senders
 	if hadRecords {
 		c.kick(p) // the ack
 	}

@@ -212,6 +212,7 @@ type node struct {
 
 	peers atomic.Pointer[map[string]*peer] // its channels; replaced under Cluster.relMu, never changed
 	run   deliveryRun                      // owned by the inbox's handler (onFrame)
+	acked []waiter                         // owned by onFrame: the waiters a frame's ack released, reused
 }
 
 // ownedClaim is a claim of the current node's.

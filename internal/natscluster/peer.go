@@ -138,13 +138,15 @@ func (p *peer) appendNotice(rec func([]byte) []byte) <-chan struct{} {
 // records go back for those); they marked our SENDs in theirFailed as not
 // delivered; and they handled ours up to ack. A frame with records is
 // acknowledged, even if it only repeated ones handled before (our ack
-// may have been lost). It returns the records whose outcome is now known,
-// for the caller to report outside the lock.
-func (p *peer) handled(last uint64, failed, theirFailed []uint64, ack uint64, hadRecords bool, now time.Time) []waiter {
+// may have been lost). It appends the records whose outcome is now known
+// to done, for the caller to report outside the lock. The waiters left
+// move to the front of their array, which is reused: a copy of what is in
+// flight per ack costs less than a new array and its garbage per ack.
+func (p *peer) handled(done []waiter, last uint64, failed, theirFailed []uint64, ack uint64, hadRecords bool, now time.Time) []waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil
+		return done
 	}
 	for _, seq := range failed {
 		p.startRecordLocked(1 + 10)
@@ -158,7 +160,7 @@ func (p *peer) handled(last uint64, failed, theirFailed []uint64, ack uint64, ha
 		}
 	}
 	if ack <= p.acked {
-		return nil
+		return done
 	}
 	p.acked, p.established = ack, true
 	n := 0
@@ -173,8 +175,10 @@ func (p *peer) handled(last uint64, failed, theirFailed []uint64, ack uint64, ha
 	for n < len(p.waiting) && p.waiting[n].seq <= ack {
 		n++
 	}
-	done := p.waiting[:n:n]
-	p.waiting = p.waiting[n:]
+	done = append(done, p.waiting[:n]...)
+	rest := copy(p.waiting, p.waiting[n:])
+	clear(p.waiting[rest:]) // drop the references to senders
+	p.waiting = p.waiting[:rest]
 	return done
 }
 
