@@ -11,6 +11,8 @@ import (
 var (
 	sendLine  = []byte("SEND bob " + strings.Repeat("hello there ", 8))
 	helloLine = []byte("HELLO-FROM alice_the_first")
+	// sendLine16K carries a 16 KiB message.
+	sendLine16K = []byte("SEND bob " + strings.Repeat("hello there ", 16<<10/12))
 	// framerChunk is a read's worth of complete requests.
 	framerChunk = bytes.Repeat([]byte("SEND bob hello there\r\nLIST\nHELLO-FROM zoë\n"), 100)
 )
@@ -26,6 +28,7 @@ func benchmarkParse(b *testing.B, line []byte) {
 }
 
 func BenchmarkParseSend(b *testing.B)      { benchmarkParse(b, sendLine) }
+func BenchmarkParseSend16K(b *testing.B)   { benchmarkParse(b, sendLine16K) }
 func BenchmarkParseHelloFrom(b *testing.B) { benchmarkParse(b, helloLine) }
 
 func BenchmarkAppendDelivery(b *testing.B) {

@@ -218,8 +218,15 @@ func TestValidMessage(t *testing.T) {
 }
 
 // TestValidMessageAnyPosition puts one byte that decides the answer at
-// every position of messages long enough to be checked in 8-byte words.
+// every position of messages long enough to be checked in 8-byte words,
+// and of some around the length where the standard library's scans take
+// over.
 func TestValidMessageAnyPosition(t *testing.T) {
+	var lengths []int // each with an "a" besides the insert: a visible character
+	for n := 2; n <= 40; n++ {
+		lengths = append(lengths, n)
+	}
+	lengths = append(lengths, 127, 128, 129, 300)
 	tests := []struct {
 		insert string
 		want   bool
@@ -228,7 +235,7 @@ func TestValidMessageAnyPosition(t *testing.T) {
 		{"é", true}, {"😀", true}, {"\x7f", true}, {"\t", true}, {"~", true},
 	}
 	for _, tc := range tests {
-		for n := 2; n <= 40; n++ { // an "a" besides the insert: a visible character
+		for _, n := range lengths {
 			for at := range n {
 				msg := []byte(strings.Repeat("a", n))
 				msg = append(msg[:at:at], append([]byte(tc.insert), msg[at+1:]...)...)
