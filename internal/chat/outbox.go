@@ -73,6 +73,25 @@ func (o *outbox) pushDeliveries(b []byte, lease *Lease) pushResult {
 	return o.pushBytes(b, lease, true)
 }
 
+// handOver queues b, whole DELIVERY lines, as pushDeliveries does, and
+// returns the empty buffer the caller is to gather its next ones in. When
+// nothing is queued ahead of them, b itself becomes the queue and the
+// queue's empty buffer comes back: a batch is handed over, not copied.
+func (o *outbox) handOver(b []byte, lease *Lease) (pushResult, []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	res := o.reserveLocked(len(b), lease, true)
+	switch {
+	case res != pushed:
+	case len(o.pending) == 0 && o.paced == nil:
+		b, o.pending = o.pending, b
+	default:
+		tail := o.tailLocked()
+		*tail = append(*tail, b...)
+	}
+	return res, b[:0]
+}
+
 func (o *outbox) pushBytes(b []byte, lease *Lease, deliveries bool) pushResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -568,8 +568,8 @@ func (s *session) flushDeliveries() error {
 		s.batch = s.batch[:0]
 		return endSession(ReasonReset) // ended elsewhere; that reason stands
 	}
-	res := to.out.pushDeliveries(s.batch, s.srv.lease)
-	s.batch = s.batch[:0] // kept while busy: see release
+	var res pushResult
+	res, s.batch = to.out.handOver(s.batch, s.srv.lease) // kept while busy: see release
 	if res == pushed {
 		to.link.wake()
 	}
