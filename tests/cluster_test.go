@@ -231,6 +231,32 @@ func TestClusterNATSOutage(t *testing.T) {
 	u0.Expect("DELIVERY back I am back")
 }
 
+// TestClusterRepliesBeforeListWaits: the replies before a LIST go out
+// before the LIST waits on NATS. With the node's NATS link paused, the
+// reply to a request pipelined before a LIST arrives; once the link is
+// back, the LIST is answered from the cluster, the other node's user
+// included. (Held back behind the LIST, that reply would come only once
+// the LIST had given up on NATS and answered with this node's users.)
+// The node runs a goroutine pair per connection (as TLS does), which
+// handles a whole read where it may wait; an event loop hands the
+// connection to a goroutine at its first LIST, and queues the replies
+// before that hand-off anyway.
+func TestClusterRepliesBeforeListWaits(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	proxy := natstest.NewProxy(t, ns.Addr())
+	_, a0, _ := startNode(t, ns.URL(), nil)
+	_, a1, _ := startNode(t, proxy.URL(), func(c *chat.Config) { c.NoEventLoop = true })
+	chattest.LoggedIn(t, a0, "bob")
+	alice := chattest.LoggedIn(t, a1, "alice")
+
+	proxy.Pause()
+	alice.Send("WHO\nLIST\n")
+	alice.Expect("BAD-RQST-HDR")
+	proxy.Resume()
+	alice.Expect("LIST-OK bob,alice")
+}
+
 // TestClusterHalfClose: a client that pipelines cross-server SENDs and
 // closes its side at once still gets every reply before its connection
 // ends, as with one server.
