@@ -280,7 +280,7 @@ func (s *session) answer(err error) bool {
 	case *protocol.Error:
 		s.reply(err.Reply)
 	case endSession:
-		if err == errFenced && s.stop != ReasonFenced { // said once, if flushReplies said it
+		if err == errFenced {
 			s.log().Warn("cut off from the cluster: closing the connection")
 		}
 		s.stop = CloseReason(err)
@@ -362,8 +362,10 @@ func (s *session) dispatch(line []byte) error {
 		// A cluster's LIST waits on NATS: the replies before it go out
 		// first, so a client that pipelines requests gets each answer as
 		// it is made, not after the round trips of the LISTs behind it.
-		if s.srv.cluster != nil && !s.flushReplies() {
-			return endSession(s.stop)
+		if s.srv.cluster != nil {
+			if err := s.queueReplies(); err != nil {
+				return err
+			}
 		}
 		s.list()
 	case protocol.CmdSend:
@@ -624,12 +626,19 @@ func (s *session) reply(k protocol.ReplyKind) {
 // flushReplies queues the replies gathered so far on our own connection.
 // It returns false, with the reason in s.stop, if the session must end.
 func (s *session) flushReplies() bool {
+	return s.answer(s.queueReplies())
+}
+
+// queueReplies is flushReplies for a request's handler: it returns the
+// endSession outcome that ends the session, if it must end, for the
+// caller to answer.
+func (s *session) queueReplies() error {
 	if err := s.flushDeliveries(); err != nil {
-		return s.answer(err)
+		return err
 	}
 	s.srv.counters.add(&s.tally)
 	if len(s.replies) == 0 {
-		return true
+		return nil
 	}
 	var res pushResult
 	if s.held == nil {
@@ -643,15 +652,13 @@ func (s *session) flushReplies() bool {
 		s.link.wake()
 	case overflow:
 		s.log().Warn("slow consumer: client does not read its replies", "limit", s.srv.cfg.MaxPendingBytes)
-		s.stop = ReasonSlowConsumer
-		return false
+		return endSession(ReasonSlowConsumer)
 	case unvouched:
-		return s.answer(errFenced)
+		return errFenced
 	case ending:
 		// Ended elsewhere; end already holds the real reason and will
 		// ignore this one.
-		s.stop = ReasonReset
-		return false
+		return endSession(ReasonReset)
 	}
-	return true
+	return nil
 }
