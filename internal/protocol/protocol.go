@@ -70,7 +70,7 @@ const MaxNameBytes = 64
 // ErrBadBody: the caller checks whether the command is allowed in its
 // state before it reports the body (the protocol's order of checks).
 func Parse(line []byte) (Request, error) {
-	header, body, hasBody := cutSpaceWithin(line, len("HELLO-FROM "))
+	header, body, hasBody := cutSpaceWithin(line, headerPrefixLen)
 	req := Request{Command: commandOf(header)}
 	switch req.Command {
 	case CmdHelloFrom:
