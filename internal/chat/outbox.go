@@ -82,12 +82,10 @@ func (o *outbox) handOver(b []byte, lease *Lease) (pushResult, []byte) {
 	defer o.mu.Unlock()
 	res := o.reserveLocked(len(b), lease, true)
 	switch {
-	case res != pushed:
-	case len(o.pending) == 0 && o.paced == nil:
+	case res == pushed && len(o.pending) == 0 && o.paced == nil:
 		b, o.pending = o.pending, b
-	default:
-		tail := o.tailLocked()
-		*tail = append(*tail, b...)
+	case res == pushed:
+		o.appendLocked(b)
 	}
 	return res, b[:0]
 }
@@ -97,9 +95,15 @@ func (o *outbox) pushBytes(b []byte, lease *Lease, deliveries bool) pushResult {
 	defer o.mu.Unlock()
 	res := o.reserveLocked(len(b), lease, deliveries)
 	if res == pushed {
-		*o.tailLocked() = append(*o.tailLocked(), b...)
+		o.appendLocked(b)
 	}
 	return res
+}
+
+// appendLocked queues b where bytes queued now go (tailLocked).
+func (o *outbox) appendLocked(b []byte) {
+	tail := o.tailLocked()
+	*tail = append(*tail, b...)
 }
 
 // tailLocked is where bytes queued now go: behind a paced write under
@@ -144,7 +148,7 @@ func (o *outbox) pushPaced(b []byte, first int, lease *Lease) pushResult {
 	case res != pushed:
 		return res
 	case o.paced != nil || first >= len(b):
-		*o.tailLocked() = append(*o.tailLocked(), b...)
+		o.appendLocked(b)
 		return pushed
 	}
 	o.pending = append(o.pending, b[:first]...)
