@@ -233,8 +233,8 @@ func (h *heldReplies) wait(limit time.Duration) {
 // that would (the recipient must be looked up, or too many forwards wait)
 // is offloaded.
 func (s *session) forward(toName, message []byte) error {
-	if !s.flushReplies() {
-		return endSession(s.stop)
+	if err := s.queueReplies(); err != nil {
+		return err
 	}
 	if s.mayBlock {
 		s.srv.cluster.Forward(s.claim.Name, toName, message, s, s.held.hold())

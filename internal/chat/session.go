@@ -587,8 +587,8 @@ func (s *session) sendToBot(bot *session, message []byte) error {
 		return err
 	}
 	if res == pushed {
-		if !s.flushReplies() {
-			return endSession(s.stop)
+		if err := s.queueReplies(); err != nil {
+			return err
 		}
 		bot.link.wake()
 	}
