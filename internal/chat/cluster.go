@@ -49,12 +49,16 @@ type Cluster interface {
 	// another server, and tells done, once, with id, the outcome.
 	// Messages from one sender to one recipient arrive in call order. It
 	// may block while it looks the recipient up; msg is only read during
-	// the call.
+	// the call. The message may wait for Flush before it leaves.
 	Forward(from string, to, msg []byte, done Forwarded, id uint64)
 	// TryForward is Forward that never blocks: where Forward would wait
 	// (the recipient must be looked up first), it does nothing and
 	// returns false, and the caller calls Forward from where it may wait.
 	TryForward(from string, to, msg []byte, done Forwarded, id uint64) bool
+	// Flush sends what was forwarded so far. Forwards between two calls
+	// may share one message to their server; a forward not flushed leaves
+	// anyway, later.
+	Flush()
 }
 
 // Members is this server's users as its cluster reaches them.

@@ -236,6 +236,7 @@ func (s *session) forward(toName, message []byte) error {
 	if err := s.queueReplies(); err != nil {
 		return err
 	}
+	s.forwarded = true
 	if s.mayBlock {
 		s.srv.cluster.Forward(s.claim.Name, toName, message, s, s.held.hold())
 		return nil

@@ -60,6 +60,7 @@ type session struct {
 	// is set. A goroutine pair's or a bot's session always has mayBlock.
 	offloadLine []byte // the line that must wait, handled again by offload
 	mayBlock    bool
+	forwarded   bool        // a SEND was forwarded and not yet flushed (flushForwards)
 	offloadNow  bool        // handle stopped for an offload
 	throttled   bool        // handle stopped for flood control, not to end the session
 	stop        CloseReason // why handle returned false
@@ -169,6 +170,7 @@ func (s *session) handleInput(data []byte) (wait time.Duration, ok bool) {
 	}
 	s.throttled = false
 	n, fed := s.framer.Feed(data, s.handle)
+	s.flushForwards()
 	if s.offloadNow {
 		// The line again, then the rest: offload handles both, in order.
 		rest := data[n:]
@@ -297,10 +299,20 @@ func (s *session) act(request []byte) bool {
 	line := bytes.TrimSuffix(request, []byte("\n"))
 	wasLoggedIn := s.claim.Name != ""
 	err := s.dispatch(line)
+	s.flushForwards()
 	if s.srv.trace {
 		s.traceIn(line, err, wasLoggedIn)
 	}
 	return s.answer(err) && s.flushReplies()
+}
+
+// flushForwards sends what this session forwarded since the last call:
+// once per read, so a read's SENDs to another server leave together.
+func (s *session) flushForwards() {
+	if s.forwarded {
+		s.forwarded = false
+		s.srv.cluster.Flush()
+	}
 }
 
 // endSession is a request's outcome that ends the session with that

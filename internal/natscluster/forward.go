@@ -43,6 +43,7 @@ func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id u
 		return true
 	}
 	if !known {
+		c.Flush() // what was forwarded before must not wait on the lookup
 		r, known = c.resolve(n, to)
 	}
 	if !known || r.node == n.id {
@@ -53,6 +54,7 @@ func (c *Cluster) forward(from string, to, msg []byte, done chat.Forwarded, id u
 		return true
 	}
 	if p == nil {
+		c.Flush() // nor on opening the channel
 		ctx, cancel := c.requestContext()
 		p = c.peerFor(ctx, n, r.node)
 		cancel()

@@ -122,8 +122,15 @@ func (c *Cluster) deliver(r *deliveryRun, failed []uint64) []uint64 {
 	return failed
 }
 
-// kick puts p on the flusher's list.
+// kick puts p on the flusher's list and wakes the flusher.
 func (c *Cluster) kick(p *peer) {
+	c.mark(p)
+	c.Flush()
+}
+
+// mark puts p on the flusher's list without waking it: the next Flush,
+// or the flusher's tick, sends what p has.
+func (c *Cluster) mark(p *peer) {
 	if p.dirty.Load() {
 		return // the flusher will seal it, and what was appended before
 	}
@@ -133,6 +140,12 @@ func (c *Cluster) kick(p *peer) {
 		c.dirty = append(c.dirty, p)
 	}
 	c.flushMu.Unlock()
+}
+
+// Flush wakes the flusher to send what was forwarded so far. A session
+// calls it once per read rather than once per SEND, so a read's SENDs to
+// one server leave in one frame, for one wake of the flusher.
+func (c *Cluster) Flush() {
 	kick(c.flushKick)
 }
 

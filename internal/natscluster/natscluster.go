@@ -179,7 +179,7 @@ type Cluster struct {
 	dirty      []*peer       // guarded by flushMu: channels with something to send
 	spareDirty []*peer       // owned by the flusher: the other dirty list, swapped in
 	lastResend time.Time     // owned by the flusher
-	flushKick  chan struct{} // holds a token while dirty may be non-empty
+	flushKick  chan struct{} // holds a token when dirty should be sent now (Flush)
 	viewKick   chan struct{} // holds a token when the view should be read now
 	sweepKick  chan struct{} // holds a token when the claims should be swept now
 

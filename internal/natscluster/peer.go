@@ -112,7 +112,7 @@ func (p *peer) appendSend(toClaim uint64, to []byte, from string, msg []byte, do
 	p.startRecordLocked(recordOverhead + len(msg))
 	p.building.records = appendSend(p.building.records, toClaim, to, from, msg)
 	p.mu.Unlock()
-	p.c.kick(p)
+	p.c.mark(p) // sent at the caller's Flush
 	return true
 }
 

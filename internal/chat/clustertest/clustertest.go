@@ -121,11 +121,25 @@ func Run(t *testing.T, newCluster NewCluster) {
 		if !ms[0].TryForward("ann", []byte("bob"), []byte("third"), f, 0) {
 			t.Fatal("TryForward to a known recipient was not made")
 		}
+		ms[0].Flush()
 		if o := f.wait(t)[0]; o != chat.Delivered {
 			t.Errorf("TryForward to bob = %v, want Delivered", o)
 		}
 		if got := ms[1].got("bob"); !slices.Equal(got, []string{"ann first", "ann second", "ann third"}) {
 			t.Errorf("bob got %q", got)
+		}
+	})
+	t.Run("UnflushedForwardLeavesAnyway", func(t *testing.T) {
+		ms := start(t, 2, 16)
+		ms[0].login(t, "ann")
+		ms[1].login(t, "bob")
+		if o := ms[0].forward("ann", "bob", "first"); o != chat.Delivered {
+			t.Fatalf("forward to bob = %v, want Delivered", o)
+		}
+		f := newForwards(1)
+		ms[0].Forward("ann", []byte("bob"), []byte("unflushed"), f, 0) // the channel is open: nothing waits
+		if o := f.wait(t)[0]; o != chat.Delivered {
+			t.Errorf("forward without Flush = %v, want Delivered", o)
 		}
 	})
 	t.Run("ForwardsInOrder", func(t *testing.T) {
@@ -137,6 +151,7 @@ func Run(t *testing.T, newCluster NewCluster) {
 		for i := range n {
 			ms[0].Forward("ann", []byte("bob"), fmt.Appendf(nil, "%d", i), f, uint64(i))
 		}
+		ms[0].Flush()
 		for i, o := range f.wait(t) {
 			if o != chat.Delivered {
 				t.Fatalf("forward %d = %v, want Delivered", i, o)
@@ -229,6 +244,7 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		ms[0].Link.Pause()
 		f := newForwards(1)
 		ms[0].Forward("ann", []byte("bob"), []byte("held"), f, 0)
+		ms[0].Flush()
 		chattest.Eventually(t, "the held node to fence", ms[0].isEvicted)
 		chattest.Eventually(t, "ann's name free on the other node", func() bool {
 			_, err := ms[1].Claim("ann")
@@ -269,6 +285,7 @@ func faults(t *testing.T, start func(t *testing.T, n, maxUsers int) []*member) {
 		ms[1].mu.Unlock()
 		f := newForwards(1)
 		ms[0].Forward("ann", []byte("bob"), []byte("unacknowledged"), f, 0)
+		ms[0].Flush()
 		o := f.wait(t)[0]
 		select {
 		case <-delivered:
@@ -386,6 +403,7 @@ func (m *member) got(name string) []string {
 func (m *member) forward(from, to, msg string) chat.Outcome {
 	f := newForwards(1)
 	m.Forward(from, []byte(to), []byte(msg), f, 0)
+	m.Flush()
 	return f.wait(nil)[0]
 }
 
