@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -475,6 +477,40 @@ func TestClusterStartupErrors(t *testing.T) {
 			}
 			if stdout.Len() > 0 {
 				t.Errorf("stdout = %q, want nothing: no listener may be announced", stdout.String())
+			}
+		})
+	}
+}
+
+// TestClusterModeRunsAThreadPerLoop: in cluster mode the command runs Go
+// code on one thread per event loop, as /metrics shows, unless GOMAXPROCS
+// is set or there are no event loops.
+func TestClusterModeRunsAThreadPerLoop(t *testing.T) {
+	ns := natstest.Run(t)
+	loops := runtime.GOMAXPROCS(0) + 1 // what the child would not have by default
+	for i, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want int
+	}{
+		{"loops", nil, []string{"--event-loops", strconv.Itoa(loops)}, loops},
+		{"GOMAXPROCS set", []string{"GOMAXPROCS=5"}, []string{"--event-loops", strconv.Itoa(loops)}, 5},
+		{"no event loops", nil, []string{"--event-loops", strconv.Itoa(loops), "--no-event-loop"}, runtime.GOMAXPROCS(0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-a", "127.0.0.1", "-p", "0", "--nats-url", ns.URL(), "--cluster-name", "threads" + strconv.Itoa(i),
+				"--metrics-address", "127.0.0.1:0", "--log-format", "json"}, tc.args...)
+			cmd := exec.Command(os.Args[0], args...)
+			cmd.Env = append(append(os.Environ(), childEnv+"=1"), tc.env...)
+			c := chattest.StartProc(t, cmd)
+			line := c.Stderr.WaitFor(t, "the metrics address", func(l string) bool { return strings.Contains(l, `"metrics listening"`) })
+			addr, _ := jsonLogs(t, []string{line})[0]["address"].(string)
+			_, body := get(t, http.DefaultClient, "http://"+addr+"/metrics")
+			const metric = "\ngo_sched_gomaxprocs_threads "
+			if want := metric + strconv.Itoa(tc.want) + "\n"; !strings.Contains(body, want) {
+				i := strings.Index(body, metric)
+				t.Errorf("/metrics: want %q, got %q", strings.TrimSpace(want), body[i+1:min(i+40, len(body))])
 			}
 		})
 	}

@@ -131,8 +131,9 @@ func (c Config) validate() error {
 	return errors.New(strings.Join(errs, "; ")) // one line, for the command line
 }
 
-// eventLoops resolves EventLoops' default.
-func (c Config) eventLoops() int {
+// EventLoopCount is how many event loops serve plain TCP: EventLoops, or
+// its default.
+func (c Config) EventLoopCount() int {
 	if c.EventLoops > 0 {
 		return c.EventLoops
 	}

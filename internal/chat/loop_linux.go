@@ -3,8 +3,10 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +54,10 @@ type loop struct {
 	listening    bool          // the listener is in this loop's epoll set
 	unlistened   bool          // this loop is done with the listener for good
 
+	// In cluster mode: the epoll set as a file in Go's netpoller (see waitEvents).
+	epollFile *os.File
+	epollConn syscall.RawConn
+
 	sleeping atomic.Bool // in or about to enter epoll_wait: wakers must write wakeFd
 	stopping atomic.Bool // Shutdown began: accept no more, exit once conns are gone
 
@@ -86,12 +92,44 @@ func newLoop(p *poller) (*loop, error) {
 	if err = l.ctl(unix.EPOLL_CTL_ADD, l.wakeFd, unix.EPOLLIN, tokenWake); err == nil {
 		err = l.listen(true)
 	}
+	if err == nil && p.srv.cluster != nil {
+		err = l.pollInGo()
+	}
 	if err != nil {
-		unix.Close(l.epfd)
-		unix.Close(l.wakeFd)
+		l.closeFds()
 		return nil, err
 	}
 	return l, nil
+}
+
+// pollInGo puts the epoll set into Go's netpoller, for waitEvents.
+func (l *loop) pollInGo() error {
+	if err := unix.SetNonblock(l.epfd, true); err != nil {
+		return fmt.Errorf("epoll set non-blocking: %w", err)
+	}
+	l.epollFile = os.NewFile(uintptr(l.epfd), "epoll")
+	// A deadline is only possible on a file in the netpoller.
+	err := l.epollFile.SetReadDeadline(time.Time{})
+	if err == nil {
+		l.epollConn, err = l.epollFile.SyscallConn()
+	}
+	if err != nil {
+		return fmt.Errorf("epoll set in the netpoller: %w", err)
+	}
+	return nil
+}
+
+// closeFds closes the loop's epoll set and eventfd; the file closes the set
+// if it has one, so that its number is closed once.
+func (l *loop) closeFds() {
+	if l.epollFile != nil {
+		l.epollFile.Close()
+	} else if l.epfd >= 0 {
+		unix.Close(l.epfd)
+	}
+	if l.wakeFd >= 0 {
+		unix.Close(l.wakeFd)
+	}
 }
 
 func (l *loop) ctl(op, fd int, events uint32, token uint64) error {
@@ -150,7 +188,7 @@ func (l *loop) run() {
 				return
 			}
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, l.waitMillis())
+		n, err := l.waitEvents()
 		l.sleeping.Store(false)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.srv.log.Error("epoll_wait failed", "err", err)
@@ -165,6 +203,31 @@ func (l *loop) run() {
 			l.tick(now)
 		}
 	}
+}
+
+// waitEvents waits for events, until the next tick at most. A single server
+// waits in epoll_wait: one system call. In cluster mode the loop waits in
+// Go's netpoller, which watches the epoll set as a file: the goroutines of
+// the NATS client and of the cluster then run on this loop's thread while
+// it waits, where epoll_wait would hold the thread and leave them to
+// threads woken for each message (cmd/chat-server runs one thread per
+// loop in cluster mode; docs/benchmarks.md has the measurements).
+func (l *loop) waitEvents() (int, error) {
+	ms := l.waitMillis()
+	if l.epollConn == nil || ms == 0 {
+		return unix.EpollWait(l.epfd, l.events, ms)
+	}
+	_ = l.epollFile.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
+	n := 0
+	var err error
+	rerr := l.epollConn.Read(func(fd uintptr) bool {
+		n, err = unix.EpollWait(int(fd), l.events, 0)
+		return n > 0 || err != nil // else wait until the set is readable
+	})
+	if rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
+		return 0, rerr
+	}
+	return max(n, 0), err
 }
 
 // waitMillis says how long epoll_wait may block: not at all if there is

@@ -92,7 +92,7 @@ func newPoller(srv *Server, ln *net.TCPListener) (*poller, error) {
 	if err = errors.Join(ctlErr, err); err != nil {
 		return nil, fmt.Errorf("listener: dup: %w", err)
 	}
-	for range srv.cfg.eventLoops() {
+	for range srv.cfg.EventLoopCount() {
 		l, err := newLoop(p)
 		if err != nil {
 			p.close()
@@ -106,8 +106,7 @@ func newPoller(srv *Server, ln *net.TCPListener) (*poller, error) {
 
 func (p *poller) close() {
 	for _, l := range p.loops {
-		unix.Close(l.epfd)
-		unix.Close(l.wakeFd)
+		l.closeFds()
 	}
 	if p.lnFd >= 0 {
 		unix.Close(p.lnFd)
