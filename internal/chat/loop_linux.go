@@ -394,7 +394,7 @@ func (l *loop) tick(now instant) {
 	}
 	for pc := range l.heldBack {
 		if now >= pc.resumeAt {
-			l.resume(pc, now)
+			l.resume(pc)
 		}
 	}
 	if l.acceptPaused != 0 && now > l.acceptPaused && !l.stopping.Load() && !l.p.lnGone.Load() {
@@ -454,7 +454,7 @@ func (l *loop) holdBack(pc *pollConn, resume instant) {
 
 // resume ends pc's hold: what flood control kept is handled, and then
 // the socket is read again, unless the session must wait once more.
-func (l *loop) resume(pc *pollConn, now instant) {
+func (l *loop) resume(pc *pollConn) {
 	delete(l.heldBack, pc)
 	pc.resumeAt = 0
 	_ = l.ctl(unix.EPOLL_CTL_MOD, pc.fd, pc.events(), pc.sess.id)

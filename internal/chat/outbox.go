@@ -81,11 +81,12 @@ func (o *outbox) handOver(b []byte, lease *Lease) (pushResult, []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	res := o.reserveLocked(len(b), lease, true)
-	switch {
-	case res == pushed && len(o.pending) == 0 && o.paced == nil:
-		b, o.pending = o.pending, b
-	case res == pushed:
-		o.appendLocked(b)
+	if res == pushed {
+		if len(o.pending) == 0 && o.paced == nil {
+			b, o.pending = o.pending, b
+		} else {
+			o.appendLocked(b)
+		}
 	}
 	return res, b[:0]
 }
