@@ -23,9 +23,15 @@ func (c *Cluster) onFrame(n *node, data []byte) {
 	}
 	p := (*n.peers.Load())[string(h.from)]
 	if p == nil {
+		// A node the view does not know yet may have just joined: NATS
+		// is asked, rather than its first frame dropped until it comes
+		// again.
 		from := string(h.from)
-		if c.isDead(from) || !(*c.alive.Load())[from] {
-			kick(c.viewKick) // a node we have not seen yet, or gone: look again
+		ctx, cancel := c.requestContext()
+		alive := c.isAlive(ctx, from)
+		cancel()
+		if !alive {
+			kick(c.viewKick) // gone, or not seen yet: look again
 			return
 		}
 		if p = c.addPeer(n, from); p == nil {

@@ -25,9 +25,10 @@ const (
 // theirs, and notices (a release, a death) that someone waits for.
 type peer struct {
 	c       *Cluster
-	self    *node  // the incarnation of ours this channel belongs to
-	id      string // theirs
-	subject string // their inbox
+	self    *node     // the incarnation of ours this channel belongs to
+	id      string    // theirs
+	subject string    // their inbox
+	opened  time.Time // see applyView
 
 	mu          sync.Mutex
 	closed      bool          // guarded by mu: their node or ours is gone; nothing more is appended
@@ -96,7 +97,7 @@ type waiter struct {
 }
 
 func newPeer(c *Cluster, self *node, id string) *peer {
-	return &peer{c: c, self: self, id: id, subject: c.inboxSubject(id), nextSeq: 1, buildFirst: 1, expect: 1, rto: minRTO}
+	return &peer{c: c, self: self, id: id, subject: c.inboxSubject(id), opened: time.Now(), nextSeq: 1, buildFirst: 1, expect: 1, rto: minRTO}
 }
 
 // appendSend appends a SEND record, unless the channel is closed or this

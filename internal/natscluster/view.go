@@ -33,12 +33,21 @@ func (c *Cluster) liveNodes(ctx context.Context) (map[string]bool, error) {
 // has the claims swept when one went.
 func (c *Cluster) pollView(time.Time) {
 	n := c.node.Load() // before the read: its lease is in it unless gone
+	asked := time.Now()
 	ctx, cancel := c.requestContext()
 	defer cancel()
 	alive, err := c.liveNodes(ctx)
 	if err != nil {
 		return
 	}
+	c.applyView(n, alive, asked)
+}
+
+// applyView takes alive, the live nodes as NATS answered a read sent at
+// asked, as the view. A channel opened since asked is to a node that held
+// a lease when it opened (peerFor asked NATS), which the answer may not
+// know yet: it is left to the next view.
+func (c *Cluster) applyView(n *node, alive map[string]bool, asked time.Time) {
 	before := *c.alive.Swap(&alive)
 	if n == nil || c.node.Load() != n {
 		return
@@ -56,10 +65,11 @@ func (c *Cluster) pollView(time.Time) {
 	}
 	var closed []string
 	for id, p := range *n.peers.Load() {
-		if !alive[id] {
+		switch {
+		case !alive[id] && p.opened.Before(asked):
 			c.markDead(id) // a channel opened since the last look
 			closed = append(closed, id)
-		} else if p.isClosed() {
+		case p.isClosed():
 			closed = append(closed, id)
 		}
 	}
