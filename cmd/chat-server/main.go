@@ -201,11 +201,12 @@ wait:
 // (docs/benchmarks.md). The default number of loops is resolved first,
 // as it depends on GOMAXPROCS.
 func threadPerLoop(cfg *chat.Config, log *slog.Logger) {
-	if cfg.NoEventLoop || os.Getenv("GOMAXPROCS") != "" {
+	loops := cfg.EventLoopCount()
+	if loops == 0 || os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	cfg.EventLoops = cfg.EventLoopCount()
-	runtime.GOMAXPROCS(cfg.EventLoops)
+	cfg.EventLoops = loops
+	runtime.GOMAXPROCS(loops)
 	log.Info("cluster mode: one thread per event loop", "gomaxprocs", cfg.EventLoops)
 }
 

@@ -132,8 +132,11 @@ func (c Config) validate() error {
 }
 
 // EventLoopCount is how many event loops serve plain TCP: EventLoops, or
-// its default.
+// its default; 0 with NoEventLoop, or where there are no event loops.
 func (c Config) EventLoopCount() int {
+	if c.NoEventLoop || !haveEventLoops {
+		return 0
+	}
 	if c.EventLoops > 0 {
 		return c.EventLoops
 	}

@@ -142,7 +142,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 	}
 	defer srv.untrack(ln)
 	srv.janitor.Do(func() { go srv.returnMemoryWhenQuiet() })
-	if tcp, ok := ln.(*net.TCPListener); ok && haveEventLoops && !srv.cfg.NoEventLoop {
+	if tcp, ok := ln.(*net.TCPListener); ok && srv.cfg.EventLoopCount() > 0 {
 		return srv.servePolled(tcp)
 	}
 	var backoff time.Duration

@@ -67,7 +67,7 @@ func (c *Cluster) applyView(n *node, alive map[string]bool, asked time.Time) {
 	for id, p := range *n.peers.Load() {
 		switch {
 		case !alive[id] && p.opened.Before(asked):
-			c.markDead(id) // a channel opened since the last look
+			c.markDead(id) // a channel opened since the last look, to a node gone before asked
 			closed = append(closed, id)
 		case p.isClosed():
 			closed = append(closed, id)
