@@ -196,10 +196,9 @@ wait:
 // mode, unless GOMAXPROCS is set or there are no loops. A loop in cluster
 // mode waits in Go's netpoller, so the goroutines of the NATS client and
 // of the cluster run on its thread while it waits, instead of on other
-// threads woken for each message: on two cores, a third less CPU per
-// message across servers and a fifth more messages per second
-// (docs/benchmarks.md). The default number of loops is resolved first,
-// as it depends on GOMAXPROCS.
+// threads woken for each message (docs/benchmarks.md has what it saves).
+// The default number of loops is resolved first, as it depends on
+// GOMAXPROCS.
 func threadPerLoop(cfg *chat.Config, log *slog.Logger) {
 	loops := cfg.EventLoopCount()
 	if loops == 0 || os.Getenv("GOMAXPROCS") != "" {

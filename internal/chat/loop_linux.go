@@ -86,7 +86,7 @@ func newLoop(p *poller) (*loop, error) {
 		return nil, fmt.Errorf("epoll_create: %w", err)
 	}
 	if l.wakeFd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		unix.Close(l.epfd)
+		l.closeFds()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	if err = l.ctl(unix.EPOLL_CTL_ADD, l.wakeFd, unix.EPOLLIN, tokenWake); err == nil {

@@ -16,8 +16,8 @@ import (
 func TestAViewAskedBeforeAChannelOpenedKeepsItsNode(t *testing.T) {
 	ns := natstest.Run(t)
 	asked := time.Now()
-	a := attached(t, ns.URL())
-	b := attached(t, ns.URL())
+	a := joined(t, ns.URL())
+	b := joined(t, ns.URL())
 	na, nb := a.node.Load(), b.node.Load()
 	ctx, cancel := a.requestContext()
 	defer cancel()
@@ -42,8 +42,8 @@ func TestAViewAskedBeforeAChannelOpenedKeepsItsNode(t *testing.T) {
 // channel and is handled, not dropped until it is sent again.
 func TestTheFirstFrameOfANodeNotInTheViewIsTaken(t *testing.T) {
 	ns := natstest.Run(t)
-	a := attached(t, ns.URL())
-	b := attached(t, ns.URL())
+	a := joined(t, ns.URL())
+	b := joined(t, ns.URL())
 	na, nb := a.node.Load(), b.node.Load()
 	frame := appendHeader(nil, na.id, nb.id, 1, 0)
 	frame = appendSend(frame, 1, []byte("bob"), "ann", []byte("hi"))
@@ -59,9 +59,11 @@ func TestTheFirstFrameOfANodeNotInTheViewIsTaken(t *testing.T) {
 	}
 }
 
-// attached returns a node of the cluster "view" on url, attached to a
-// server with no users: the cluster's own bookkeeping is what is tested.
-func attached(t *testing.T, url string) *Cluster {
+// joined returns a node of the cluster "view" on url that serves a server
+// with no users, with none of its goroutines running: the test itself
+// plays the view loop and the inbox, so nothing races with what it
+// checks. Its lease is not refreshed: it holds for fenceAfter.
+func joined(t *testing.T, url string) *Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -69,7 +71,9 @@ func attached(t *testing.T, url string) *Cluster {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	c.Attach(noUsers{}, chat.NewLease())
+	n := c.node.Load()
+	c.members, c.lease = noUsers{}, chat.NewLease()
+	c.lease.Extend(n.epoch, n.leaseSent.Add(fenceAfter))
 	t.Cleanup(func() { c.Close() })
 	return c
 }
